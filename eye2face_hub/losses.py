@@ -1,0 +1,184 @@
+"""The paper's losses: L1, layer-weighted VGG19 feature loss, and standard-deviation loss."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vgg import DEFAULT_VGG_WEIGHTS, N_LAYERS, VGG19Features
+
+PAPER_FOCUS_LAYER = 10  # block3_conv4
+
+
+def layer_weights(n: int = N_LAYERS, focus: int = PAPER_FOCUS_LAYER) -> list[float]:
+    """Triangular loss weights over n VGG layers that peak at `focus` and sum to 1.
+
+    The paper sets x = 2/n and lambda_i = x*i/f for i <= f. Its printed formula for the falling side,
+    lambda_i = x(n-f-1)/(n-2), is garbled: it does not depend on i, so it is flat, not the falling
+    line its figure shows, and the weights would not sum to 1 as the paper says they do. We use
+    the figure and the stated invariant: a straight line from the peak at f down to 0 at layer n-1,
+    then scale so that the sum is exactly 1.
+    """
+    if not 0 < focus < n:
+        raise ValueError(f"focus layer must be in 1..{n - 1}, got {focus}")
+    x = 2.0 / n
+    raw = [x * i / focus if i <= focus else x * (n - 1 - i) / (n - 1 - focus) for i in range(n)]
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def l1(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(y_pred, y)
+
+
+def batch_std(x: torch.Tensor) -> torch.Tensor:
+    """sigma(B): the per-pixel (per-element) std across the batch, averaged over pixels."""
+    return x.float().std(dim=0, correction=0).mean()
+
+
+def std_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """|sigma(y) - sigma(y_pred)|: penalises a generator whose faces vary less than real ones."""
+    return (batch_std(y) - batch_std(y_pred)).abs()
+
+
+def dimension_normalised_feature_loss(feats_pred: list[torch.Tensor], feats: list[torch.Tensor]) -> torch.Tensor:
+    """The weaker alternative the paper compares against: sum_i |phi_i(y) - phi_i(y_pred)|_1 / (C_i H_i W_i)."""
+    return sum((p.float() - t.float()).abs().sum() / t[0].numel() / t.shape[0] for p, t in zip(feats_pred, feats))
+
+
+@dataclass
+class LossConfig:
+    """What a model was trained with; JSON-serialisable so that it lives in the model's config.json."""
+
+    preset: str = "feature"
+    l1_weight: float = 0.0
+    feature_weight: float = 1.0
+    std_weight: float = 1.0
+    feature_layers: list[int] = field(default_factory=lambda: list(range(N_LAYERS)))
+    focus_layer: int = PAPER_FOCUS_LAYER
+    layer_weights: list[float] = field(default_factory=layer_weights)
+    vgg_weights: str = DEFAULT_VGG_WEIGHTS
+
+    PRESETS = ("l1", "feature")
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str,
+        *,
+        feature_layers: list[int] | None = None,
+        focus_layer: int = PAPER_FOCUS_LAYER,
+        vgg_weights: str = DEFAULT_VGG_WEIGHTS,
+        **weights: float,
+    ) -> LossConfig:
+        """`l1`: the blurry baseline. `feature`: feature loss + std loss, the paper's model.
+
+        The weights of a subset of layers keep the 22-layer schedule's shape, rescaled to sum to 1.
+        """
+        if preset not in cls.PRESETS:
+            raise ValueError(f"unknown loss preset {preset!r}; choose from {cls.PRESETS}")
+        layers = sorted(set(feature_layers)) if feature_layers is not None else list(range(N_LAYERS))
+        if not layers or layers[0] < 0 or layers[-1] >= N_LAYERS:
+            raise ValueError(f"feature layers must be a non-empty subset of 0..{N_LAYERS - 1}, got {feature_layers}")
+        full = layer_weights(N_LAYERS, focus_layer)
+        total = sum(full[i] for i in layers)
+        if total == 0:
+            raise ValueError(f"feature layers {layers} all have weight 0 under focus layer {focus_layer}")
+        defaults = {"l1": dict(l1_weight=1.0, feature_weight=0.0, std_weight=0.0), "feature": {}}[preset]
+        return cls(
+            preset=preset,
+            feature_layers=layers,
+            focus_layer=focus_layer,
+            layer_weights=[full[i] / total for i in layers],
+            vgg_weights=str(vgg_weights),
+            **{**defaults, **weights},
+        )
+
+    @property
+    def uses_vgg(self) -> bool:
+        return self.feature_weight > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LossConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown loss config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class FeatureLoss(nn.Module):
+    """sum_i lambda_i * L1(phi_i(y), phi_i(y_pred)) / l_initial_i.
+
+    l_initial_i is layer i's L1 loss for a freshly initialised generator on the first training batch:
+    call `initialise` once before training. Only l_initial is state (`state_dict`), so that a resumed
+    run uses the same loss scale; the frozen VGG is reloaded from its own weights.
+    """
+
+    def __init__(self, vgg: VGG19Features, layers: list[int], weights: list[float]):
+        super().__init__()
+        if len(layers) != len(weights):
+            raise ValueError(f"{len(layers)} feature layers but {len(weights)} layer weights")
+        self.vgg = vgg
+        self.layers = list(layers)
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+        self.register_buffer("l_initial", torch.zeros(len(layers)))
+
+    @classmethod
+    def from_config(cls, config: LossConfig, vgg: VGG19Features) -> FeatureLoss:
+        return cls(vgg, config.feature_layers, config.layer_weights)
+
+    def layer_losses(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-layer mean absolute difference of VGG activations, shape (len(layers),)."""
+        with torch.no_grad():
+            target = self.vgg(y, self.layers)
+        pred = self.vgg(y_pred, self.layers)
+        return torch.stack([(p.float() - t.float()).abs().mean() for p, t in zip(pred, target)])
+
+    @torch.no_grad()
+    def initialise(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.l_initial.copy_(self.layer_losses(y_pred, y))
+        return self.l_initial
+
+    @property
+    def is_initialised(self) -> bool:
+        return bool((self.l_initial > 0).all())
+
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (self.weights * self.layer_losses(y_pred, y) / self.l_initial).sum()
+
+    def state_dict(self, *args, **kwargs):
+        return {"l_initial": self.l_initial.detach().cpu().clone()}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.l_initial.copy_(state_dict["l_initial"])
+
+
+class EyeToFaceLoss(nn.Module):
+    """The training objective of a `LossConfig`: weighted L1 + feature loss + std loss."""
+
+    def __init__(self, config: LossConfig, vgg: VGG19Features | None = None):
+        super().__init__()
+        self.config = config
+        if config.uses_vgg and vgg is None:
+            raise ValueError(f"loss preset {config.preset!r} needs a VGG19 backbone")
+        self.feature = FeatureLoss.from_config(config, vgg) if config.uses_vgg else None
+
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        terms = {}
+        if c.l1_weight:
+            terms["l1"] = l1(y_pred, y)
+        if self.feature is not None:
+            terms["feature"] = self.feature(y_pred, y)
+        if c.std_weight:
+            terms["std"] = std_loss(y_pred, y)
+        weight = {"l1": c.l1_weight, "feature": c.feature_weight, "std": c.std_weight}
+        terms["loss"] = sum(weight[k] * v for k, v in terms.items())
+        return terms

@@ -1,0 +1,334 @@
+"""Train an eye-to-face generator with accelerate; publish safetensors + config + model card.
+
+    accelerate launch train_accelerate.py --preset feature --data PAIRS_DIR_OR_HUB_ID --output-dir runs/feature
+
+Runs unchanged on one CPU, one GPU, several GPUs or several machines (see the README for launches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from PIL import Image
+from tqdm.auto import tqdm
+
+from eye2face_hub.data import EyeFacePairs, load_pairs, to_unit
+from eye2face_hub.losses import EyeToFaceLoss, LossConfig, batch_std
+from eye2face_hub.model import EyeToFace
+from eye2face_hub.pipeline import comparison_grid, to_images
+from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
+
+logger = get_logger(__name__)
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def parse_layers(text: str) -> list[int]:
+    """'0-11' or '1,4,7,10' -> list of layer indices."""
+    layers = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        layers += list(range(int(lo), int(hi or lo) + 1))
+    return layers
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=LossConfig.PRESETS, default="feature")
+    p.add_argument("--data", required=True, help="prepared pairs dataset: a folder from `eye2face prepare` or a Hub id")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    p.add_argument("--num-workers", type=int, default=0, help="pairs are decoded up front; workers rarely help")
+    p.add_argument("--val-split", type=float, default=0.05, help="fraction (<1) or number of photo rows held out")
+    p.add_argument("--val-data", default=None, help="a separate prepared dataset for validation")
+    p.add_argument("--checkpointing-steps", type=int, default=500)
+    p.add_argument("--checkpoints-total-limit", type=int, default=3)
+    p.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'latest'")
+    p.add_argument("--init-from", default=None, help="start from these generator weights (a saved model folder)")
+    p.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
+    p.add_argument("--logging-steps", type=int, default=20)
+    p.add_argument("--push-to-hub", action="store_true")
+    p.add_argument("--hub-model-id", default=None)
+    p.add_argument("--hub-private", action="store_true")
+    p.add_argument("--focus-layer", type=int, default=10)
+    p.add_argument("--feature-layers", type=parse_layers, default=None, help="e.g. 0-11; default all 22")
+    p.add_argument("--vgg-weights", default=DEFAULT_VGG_WEIGHTS, help="safetensors file, folder or Hub repo")
+    p.add_argument("--l1-weight", type=float, default=None)
+    p.add_argument("--feature-weight", type=float, default=None)
+    p.add_argument("--std-weight", type=float, default=None)
+    args = p.parse_args(argv)
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push-to-hub needs --hub-model-id")
+    return args
+
+
+def loss_config_from_args(args) -> LossConfig:
+    weights = {k: getattr(args, k) for k in ("l1_weight", "feature_weight", "std_weight") if getattr(args, k) is not None}
+    return LossConfig.from_preset(
+        args.preset, feature_layers=args.feature_layers, focus_layer=args.focus_layer, vgg_weights=args.vgg_weights, **weights
+    )
+
+
+def split_rows(args):
+    rows = load_pairs(args.data)
+    if args.val_data:
+        return rows, load_pairs(args.val_data)
+    n_val = int(args.val_split * len(rows)) if args.val_split < 1 else int(args.val_split)
+    n_val = min(max(n_val, 1), len(rows) - 1) if len(rows) > 1 else 0
+    # The last rows (last photos by file name) are held out: the same split on every run and rank.
+    return rows.select(range(len(rows) - n_val)), rows.select(range(len(rows) - n_val, len(rows)))
+
+
+def checkpoints(output_dir: str) -> list[Path]:
+    """Complete checkpoints, oldest first; half-written ones (`*.tmp`) never match."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if CHECKPOINT.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name)[1]))
+
+
+def save_checkpoint(accelerator: Accelerator, args, step: int) -> None:
+    # Write to a temporary folder and rename once complete: a crash mid-write leaves only `*.tmp`.
+    final = Path(args.output_dir) / f"checkpoint-{step}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoints(args.output_dir)[: -args.checkpoints_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def state_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def validate(model, loader, criterion, accelerator) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    for eye, face in loader:
+        eye, face = to_unit(eye), to_unit(face)
+        with accelerator.autocast():
+            pred = model(eye.contiguous(memory_format=torch.channels_last))
+        pred = pred.float()
+        terms = {"l1": (pred - face).abs().mean(), "l2": ((pred - face) ** 2).mean()}
+        if criterion.feature is not None:
+            with accelerator.autocast():
+                terms["feature"] = criterion.feature(pred, face)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.float() * len(eye)
+        n += len(eye)
+    totals = accelerator.reduce(torch.stack([sums[k] for k in sorted(sums)] + [torch.tensor(float(n), device=accelerator.device)]), "sum")
+    model.train()
+    return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(sorted(sums))}
+
+
+@torch.no_grad()
+def sample_grid(model, val: EyeFacePairs, n: int = 8) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    idx = list(range(0, min(2 * n, len(val)), 2))  # one eye per photo
+    eyes = torch.stack([val[i][0] for i in idx])
+    faces = torch.stack([val[i][1] for i in idx])
+    device = next(model.parameters()).device
+    generated = model(to_unit(eyes).to(device)).float().cpu()
+    model.train(was_training)
+    as_hwc = lambda t: list(t.permute(0, 2, 3, 1).numpy())  # noqa: E731
+    return comparison_grid([as_hwc(eyes), to_images(generated), as_hwc(faces)], ["eye", "generated", "real"])
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    loss_config = loss_config_from_args(args)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/logs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    logger.info(f"rank {rank} of {world} on {accelerator.device}, mixed precision {accelerator.mixed_precision}", main_process_only=False)
+    set_seed(args.seed)
+
+    # Fail at start, not after an hour: VGG depth, data, and resume point are checked first.
+    vgg = load_vgg19(loss_config.vgg_weights, max_layer=max(loss_config.feature_layers)) if loss_config.uses_vgg else None
+    train_rows, val_rows = split_rows(args)
+    if len(train_rows) == 0:
+        raise SystemExit(f"error: {args.data} has no training rows")
+    resume_from = None
+    if args.resume_from_checkpoint:
+        found = checkpoints(args.output_dir)
+        resume_from = (found[-1] if found else None) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
+        if args.resume_from_checkpoint != "latest" and not resume_from.is_dir():
+            raise SystemExit(f"error: checkpoint {resume_from} does not exist")
+
+    progress = accelerator.is_local_main_process
+    train_set, val_set = EyeFacePairs(train_rows, progress=progress), EyeFacePairs(val_rows, progress=progress)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=True, drop_last=len(train_set) >= args.batch_size * world,
+        num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+
+    model = EyeToFace() if not args.init_from else EyeToFace.from_pretrained(args.init_from)
+    model = model.to(memory_format=torch.channels_last)
+    criterion = EyeToFaceLoss(loss_config, vgg)
+    if criterion.feature is not None:
+        criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
+        criterion.feature.to(accelerator.device)
+        # l_initial: a freshly initialised generator (same seed on every rank) on the first training pairs.
+        fresh = EyeToFace().to(accelerator.device).train()
+        first = [train_set[i] for i in range(min(args.batch_size, len(train_set)))]
+        eyes, faces = (to_unit(torch.stack(t)).to(accelerator.device) for t in zip(*first))
+        with torch.no_grad(), accelerator.autocast():
+            l_initial = criterion.feature.initialise(fresh(eyes).float(), faces)
+        del fresh
+        accelerator.register_for_checkpointing(criterion.feature)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    max_steps = args.epochs * steps_per_epoch if args.max_steps is None else args.max_steps
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("eye2face", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+    logger.info(f"{len(train_set)} train pairs, {len(val_set)} val pairs, {steps_per_epoch} steps/epoch, {max_steps} steps")
+
+    global_step, first_epoch, skip = 0, 0, 0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        global_step = int(CHECKPOINT.match(resume_from.name)[1])
+        first_epoch, skip = divmod(global_step * args.gradient_accumulation_steps, len(train_loader))
+        logger.info(f"resumed from {resume_from} at step {global_step}")
+    if criterion.feature is not None:
+        l_initial = criterion.feature.l_initial
+        logger.info(f"l_initial per VGG layer: {[round(v, 4) for v in l_initial.tolist()]}")
+
+    seen_ids = []  # which pairs this rank trained on in its first epoch (a distributed-run check)
+    bar = tqdm(total=max_steps, initial=global_step, desc="Training", disable=not progress)
+    started, start_step, val_metrics = time.perf_counter(), global_step, {}
+    for epoch in range(first_epoch, epochs):
+        model.train()
+        train_loader.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, skip) if epoch == first_epoch and skip else train_loader
+        for eye, face in loader:
+            if epoch == first_epoch and len(seen_ids) < 16 * args.batch_size:
+                seen_ids += [hashlib.sha1(e.numpy().tobytes()).hexdigest()[:12] for e in eye.cpu()]
+            with accelerator.accumulate(model):
+                eye = to_unit(eye).contiguous(memory_format=torch.channels_last)
+                face = to_unit(face)
+                with accelerator.autocast():
+                    terms = criterion(model(eye).float(), face)
+                accelerator.backward(terms["loss"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            bar.update(1)
+            if global_step % args.logging_steps == 0 or global_step == max_steps:
+                # The only host sync in the loop: at logging steps.
+                logs = {f"train/{k}": v.item() for k, v in accelerator.reduce({k: v.detach() for k, v in terms.items()}, "mean").items()}
+                logs["samples_per_s"] = (global_step - start_step) * args.batch_size * world * args.gradient_accumulation_steps / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                accelerator.log(logs, step=global_step)
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args, global_step)
+            if global_step >= max_steps:
+                break
+        val_metrics = validate(model, val_loader, criterion, accelerator) if len(val_set) else {}
+        logger.info(f"epoch {epoch + 1}/{epochs} step {global_step}: " + ", ".join(f"val {k} {v:.4f}" for k, v in val_metrics.items()))
+        accelerator.log({f"val/{k}": v for k, v in val_metrics.items()}, step=global_step)
+        if accelerator.is_main_process and len(val_set):
+            grid = sample_grid(accelerator.unwrap_model(model), val_set)
+            Image.fromarray(grid).save(Path(args.output_dir) / "samples.png")
+            tracker = accelerator.get_tracker("tensorboard", unwrap=True) if args.report_to == "tensorboard" else None
+            if tracker is not None:
+                tracker.add_image("samples", grid, global_step, dataformats="HWC")
+        if global_step >= max_steps:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+
+    unwrapped = accelerator.unwrap_model(model)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(args.output_dir) / f"rank-{rank}.json", "w") as f:
+        json.dump({"rank": rank, "world_size": world, "first_epoch_samples": seen_ids, "state_sha256": state_hash(unwrapped)}, f)
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        training = {
+            "args": {k: v for k, v in vars(args).items() if k not in ("push_to_hub", "hub_private")},
+            "steps": global_step,
+            "train_pairs": len(train_set),
+            "val_pairs": len(val_set),
+            "processes": world,
+            "device": accelerator.device.type,
+            "wall_time_s": round(elapsed, 1),
+            "val_metrics": val_metrics,
+            "l_initial": criterion.feature.l_initial.tolist() if criterion.feature is not None else None,
+        }
+        publish(unwrapped, loss_config, training, args)
+    accelerator.end_training()
+    return out
+
+
+def publish(model: EyeToFace, loss_config: LossConfig, training: dict, args) -> None:
+    """save_pretrained (weights, config with loss config and training record, model card); then push."""
+    out = Path(args.output_dir)
+    (out / "README.md").unlink(missing_ok=True)  # the mixin never overwrites a card
+    config = {**model._hub_mixin_config, "loss_config": loss_config.to_dict(), "training": training}
+    model.save_pretrained(
+        out,
+        config=config,
+        model_card_kwargs={"loss_config": loss_config.to_dict(), "training": training, "sample_grid": (out / "samples.png").exists()},
+    )
+    logger.info(f"saved {out}/model.safetensors, config.json and README.md")
+    if args.push_to_hub:
+        try:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            api.create_repo(args.hub_model_id, private=args.hub_private, exist_ok=True)
+            api.upload_folder(repo_id=args.hub_model_id, folder_path=out, ignore_patterns=["checkpoint-*", "logs/*", "rank-*.json"])
+            logger.info(f"pushed to https://huggingface.co/{args.hub_model_id}")
+        except Exception as e:  # no token, no network: the local folder is complete, say how to retry
+            raise SystemExit(
+                f"error: could not push to the Hub ({type(e).__name__}: {e}). Everything is saved in {out}; "
+                f"log in with `hf auth login` and run: hf upload {args.hub_model_id} {out}"
+            ) from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
