@@ -1,0 +1,107 @@
+"""The `eye2face` command: prepare data, generate faces, evaluate models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _prepare(args) -> None:
+    from .data import REASONS, prepare
+
+    pairs, stats = prepare(
+        args.images, args.out, image_column=args.image_column, split=args.split, num_proc=args.num_proc,
+        limit=args.limit, push_to_hub=args.push_to_hub,
+    )
+    total = sum(stats.values())
+    print(f"{total} photos: kept {stats['kept']} ({stats['kept'] / max(total, 1):.1%}) -> {2 * stats['kept']} pairs")
+    for reason in REASONS[1:]:
+        print(f"  dropped, {reason.replace('_', ' ')}: {stats[reason]}")
+    if args.out:
+        Path(args.out, "yield.json").write_text(json.dumps({"photos": total, "pairs": 2 * stats["kept"], **stats}, indent=2))
+        print(f"saved {len(pairs)} rows to {args.out}")
+
+
+def _generate(args) -> None:
+    from PIL import Image
+
+    from .pipeline import EyeToFacePipeline
+
+    pipe = EyeToFacePipeline.from_pretrained({"face": args.model})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    if args.eye_crop:
+        from .pipeline import load_photo
+
+        face = pipe.generate([load_photo(args.image)])["face"][0]
+        Image.fromarray(face).save(out / f"{stem}-face.png")
+        print(f"wrote {out / f'{stem}-face.png'}")
+        return
+    result = pipe(args.image, eyes=args.eyes)
+    for note in result.notes:
+        print(f"note: {note}")
+    Image.fromarray(result.annotated()).save(out / f"{stem}-detections.png")
+    Image.fromarray(result.real_face).save(out / f"{stem}-real-face.png")
+    for r in result.eyes:
+        Image.fromarray(r.eye).save(out / f"{stem}-{r.side}-eye.png")
+        Image.fromarray(r.faces["face"]).save(out / f"{stem}-{r.side}-face.png")
+    print(f"wrote {2 + 2 * len(result.eyes)} images to {out}")
+
+
+def _evaluate(args) -> None:
+    from .evaluate import evaluate
+
+    metrics = evaluate(args.model, args.images, args.out, limit=args.limit, vgg_weights=args.vgg_weights)
+    print((Path(args.out) / "metrics.md").read_text())
+    print(f"wrote {args.out}/metrics.json, metrics.md and grid.png ({metrics['n_pairs']} pairs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eye2face", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="photos -> (eye, face) pairs dataset with the Haar pipeline")
+    p.add_argument("--images", required=True, help="an image folder, or a dataset for datasets.load_dataset")
+    p.add_argument("--out", required=True, help="where to save the pairs dataset (save_to_disk)")
+    p.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map (default: 1)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N photos")
+    p.add_argument("--image-column", default="image")
+    p.add_argument("--split", default="train")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("generate", help="photo (or eye crop) -> generated faces as PNG")
+    p.add_argument("--model", required=True, help="a saved model folder or Hub repo id")
+    p.add_argument("--image", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--eyes", choices=["left", "right", "both"], default="both")
+    p.add_argument("--eye-crop", action="store_true", help="the image is already an eye crop")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("evaluate", help="metrics of one or more models on a folder of face photos")
+    p.add_argument("--model", required=True, action="append", help="repeat to compare models")
+    p.add_argument("--images", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--vgg-weights", default=None, help="default: the VGG weights the models were trained with")
+    p.set_defaults(func=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .pipeline import Eye2FaceError
+
+    try:
+        args.func(args)
+    except (Eye2FaceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
