@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CELEBA = SHARED / "data" / "celeba256"
+VGG_FILE = SHARED / "vgg19" / "vgg19-caffe-conv1_1-conv3_4.safetensors"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing: these tests need ../shared beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpg(tmp_path_factory, astronaut) -> Path:
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
+    Image.fromarray(astronaut).save(path, quality=95)
+    return path
+
+
+@pytest.fixture(scope="session")
+def celeba_sample(tmp_path_factory) -> Path:
+    """24 real CelebA photos in a temporary folder (never copied into the project)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("celeba")
+    for f in sorted(need(CELEBA).glob("*.jpg"))[:24]:
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_pairs(tmp_path_factory, celeba_sample) -> Path:
+    """A prepared pairs dataset (save_to_disk) from the CelebA sample."""
+    from eye2face_hub.data import prepare
+
+    out = tmp_path_factory.mktemp("pairs") / "pairs"
+    pairs, _ = prepare(str(celeba_sample), str(out))
+    assert len(pairs) > 4
+    return out

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+import torch
+
+from eye2face_hub.losses import (
+    EyeToFaceLoss,
+    FeatureLoss,
+    LossConfig,
+    batch_std,
+    dimension_normalised_feature_loss,
+    layer_weights,
+    std_loss,
+)
+from eye2face_hub.model import EyeToFace
+from eye2face_hub.vgg import VGG19Features
+
+
+@pytest.mark.parametrize("n,focus", [(22, 10), (12, 10), (22, 3), (5, 2)])
+def test_layer_weights_shape(n, focus):
+    w = layer_weights(n, focus)
+    assert len(w) == n
+    assert sum(w) == pytest.approx(1.0, abs=1e-12)
+    assert w[0] == 0
+    assert max(range(n), key=w.__getitem__) == focus
+    assert all(a < b for a, b in zip(w[:focus], w[1 : focus + 1]))  # rising to the focus
+    assert all(a > b for a, b in zip(w[focus:], w[focus + 1 :]))  # falling after it
+    assert w[-1] == 0
+
+
+def test_layer_weights_bad_focus():
+    with pytest.raises(ValueError, match="focus"):
+        layer_weights(22, 22)
+
+
+def test_std_loss_hand_computed():
+    # Two 1x1x2 "images": pixel 0 is (0, 2) -> std 1; pixel 1 is (1, 1) -> std 0; sigma = 0.5.
+    y = torch.tensor([[[[0.0, 1.0]]], [[[2.0, 1.0]]]])
+    assert batch_std(y).item() == pytest.approx(0.5)
+    y_pred = torch.full_like(y, 0.3)  # a collapsed generator: sigma = 0
+    assert std_loss(y_pred, y).item() == pytest.approx(0.5)
+    assert std_loss(y, y).item() == 0
+
+
+def test_dimension_normalised_feature_loss_hand_computed():
+    a = [torch.zeros(2, 3, 4, 4)]
+    b = [torch.ones(2, 3, 4, 4)]
+    assert dimension_normalised_feature_loss(a, b).item() == pytest.approx(1.0)
+
+
+def test_presets_are_json_and_round_trip():
+    for preset in LossConfig.PRESETS:
+        cfg = LossConfig.from_preset(preset, feature_layers=list(range(12)), vgg_weights="some/file.safetensors")
+        again = LossConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert again == cfg
+        assert sum(cfg.layer_weights) == pytest.approx(1.0)
+    assert LossConfig.from_preset("l1").uses_vgg is False
+    feature = LossConfig.from_preset("feature")
+    assert feature.uses_vgg and feature.std_weight > 0 and len(feature.feature_layers) == 22
+    with pytest.raises(ValueError, match="unknown loss preset"):
+        LossConfig.from_preset("gan")
+    with pytest.raises(ValueError, match="unknown loss config keys"):
+        LossConfig.from_dict({**feature.to_dict(), "surprise": 1})
+
+
+def test_subset_keeps_schedule_shape():
+    full = layer_weights(22, 10)
+    cfg = LossConfig.from_preset("feature", feature_layers=list(range(12)))
+    ratios = [w / full[i] for i, w in zip(cfg.feature_layers, cfg.layer_weights) if full[i]]
+    assert max(ratios) == pytest.approx(min(ratios))  # one common scale factor
+
+
+def _random_vgg(max_layer=6):
+    torch.manual_seed(0)
+    return VGG19Features(max_layer=max_layer)
+
+
+def test_feature_loss_equals_sum_of_lambdas_when_initialised():
+    vgg = _random_vgg()
+    cfg = LossConfig.from_preset("feature", feature_layers=[0, 1, 2, 3, 4, 5, 6])
+    loss = FeatureLoss.from_config(cfg, vgg)
+    generator = EyeToFace()
+    eyes, faces = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 128, 128)
+    pred = generator(eyes)
+    loss.initialise(pred.detach(), faces)
+    assert loss.is_initialised
+    assert loss(pred, faces).item() == pytest.approx(sum(cfg.layer_weights), rel=1e-5)
+    # and it has a gradient for the generator
+    loss(pred, faces).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+
+
+def test_feature_loss_state_survives_round_trip():
+    vgg = _random_vgg()
+    cfg = LossConfig.from_preset("feature", feature_layers=[1, 2, 3])
+    a, b = FeatureLoss.from_config(cfg, vgg), FeatureLoss.from_config(cfg, vgg)
+    a.initialise(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.l_initial, b.l_initial) and b.is_initialised
+    assert set(a.state_dict()) == {"l_initial"}  # the frozen VGG is not training state
+
+
+def test_l1_preset_terms():
+    loss = EyeToFaceLoss(LossConfig.from_preset("l1"))
+    y = torch.rand(2, 3, 8, 8)
+    terms = loss(y * 0, y)
+    assert set(terms) == {"l1", "loss"}
+    assert terms["loss"].item() == pytest.approx(y.mean().item())
+    with pytest.raises(ValueError, match="needs a VGG19"):
+        EyeToFaceLoss(LossConfig.from_preset("feature"))
