@@ -46,27 +46,34 @@ def parse_layers(text: str) -> list[int]:
     return layers
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=LossConfig.PRESETS, default="feature")
     p.add_argument("--data", required=True, help="prepared pairs dataset: a folder from `eye2face prepare` or a Hub id")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--epochs", type=positive_int, default=150)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="per process")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
     p.add_argument("--num-workers", type=int, default=0, help="pairs are decoded up front; workers rarely help")
     p.add_argument("--val-split", type=float, default=0.05, help="fraction (<1) or number of photo rows held out")
     p.add_argument("--val-data", default=None, help="a separate prepared dataset for validation")
-    p.add_argument("--checkpointing-steps", type=int, default=500)
-    p.add_argument("--checkpoints-total-limit", type=int, default=3)
+    p.add_argument("--checkpointing-steps", type=positive_int, default=500)
+    p.add_argument("--checkpoints-total-limit", type=positive_int, default=3)
     p.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'latest'")
     p.add_argument("--init-from", default=None, help="start from these generator weights (a saved model folder)")
     p.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
-    p.add_argument("--logging-steps", type=int, default=20)
+    p.add_argument("--logging-steps", type=positive_int, default=20)
     p.add_argument("--push-to-hub", action="store_true")
     p.add_argument("--hub-model-id", default=None)
     p.add_argument("--hub-private", action="store_true")
@@ -79,6 +86,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push-to-hub needs --hub-model-id")
+    if not args.lr > 0 or args.val_split < 0 or args.num_workers < 0:
+        p.error("--lr must be positive, --val-split and --num-workers at least 0")
+    try:  # bad focus or feature layers fail here, before any data or weights are read
+        loss_config_from_args(args)
+    except ValueError as e:
+        p.error(str(e))
+    resume = args.resume_from_checkpoint
+    if resume not in (None, "latest") and not (CHECKPOINT.match(Path(resume).name) and Path(resume).is_dir()):
+        p.error(f"--resume-from-checkpoint {resume}: not a complete checkpoint folder (checkpoint-N), nor 'latest'")
     return args
 
 
@@ -91,10 +107,15 @@ def loss_config_from_args(args) -> LossConfig:
 
 def split_rows(args):
     rows = load_pairs(args.data)
+    missing = {"face", "left_eye", "right_eye"} - set(rows.column_names)
+    if missing:
+        raise ValueError(f"{args.data} is not a prepared pairs dataset (no {sorted(missing)}): run `eye2face prepare` first")
     if args.val_data:
         return rows, load_pairs(args.val_data)
     n_val = int(args.val_split * len(rows)) if args.val_split < 1 else int(args.val_split)
-    n_val = min(max(n_val, 1), len(rows) - 1) if len(rows) > 1 else 0
+    if len(rows) < 2:
+        raise ValueError(f"{args.data} has {len(rows)} photo rows; at least 2 are needed (one is held out), or pass --val-data")
+    n_val = min(max(n_val, 1), len(rows) - 1)
     # The last rows (last photos by file name) are held out: the same split on every run and rank.
     return rows.select(range(len(rows) - n_val)), rows.select(range(len(rows) - n_val, len(rows)))
 
@@ -110,15 +131,21 @@ def save_checkpoint(accelerator: Accelerator, args, step: int) -> None:
     final = Path(args.output_dir) / f"checkpoint-{step}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in [tmp, *Path(args.output_dir).glob("checkpoint-*.tmp")]:  # this step's, and what kills left
+            shutil.rmtree(leftover, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
+        # Never delete in place under a checkpoint-N name: a kill mid-delete would leave a broken `latest`.
+        # Rename to `*.tmp` first (atomic), then delete.
+        if final.exists():
+            os.replace(final, final.with_name(final.name + ".old.tmp"))
         os.replace(tmp, final)
         for old in checkpoints(args.output_dir)[: -args.checkpoints_total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+            os.replace(old, old.with_name(old.name + ".old.tmp"))
+        for leftover in Path(args.output_dir).glob("checkpoint-*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
@@ -176,14 +203,18 @@ def main(argv=None) -> Path:
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     rank, world = accelerator.process_index, accelerator.num_processes
     logger.info(f"rank {rank} of {world} on {accelerator.device}, mixed precision {accelerator.mixed_precision}", main_process_only=False)
     set_seed(args.seed)
 
     # Fail at start, not after an hour: VGG depth, data, and resume point are checked first.
-    vgg = load_vgg19(loss_config.vgg_weights, max_layer=max(loss_config.feature_layers)) if loss_config.uses_vgg else None
-    train_rows, val_rows = split_rows(args)
+    try:
+        vgg = load_vgg19(loss_config.vgg_weights, max_layer=max(loss_config.feature_layers)) if loss_config.uses_vgg else None
+        train_rows, val_rows = split_rows(args)
+    except (ValueError, FileNotFoundError) as e:  # a clear message, not a traceback
+        raise SystemExit(f"error: {e}") from None
     if len(train_rows) == 0:
         raise SystemExit(f"error: {args.data} has no training rows")
     resume_from = None
@@ -283,7 +314,6 @@ def main(argv=None) -> Path:
     accelerator.wait_for_everyone()
 
     unwrapped = accelerator.unwrap_model(model)
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(args.output_dir) / f"rank-{rank}.json", "w") as f:
         json.dump({"rank": rank, "world_size": world, "first_epoch_samples": seen_ids, "state_sha256": state_hash(unwrapped)}, f)
     out = Path(args.output_dir)

@@ -1,0 +1,84 @@
+"""The trainer as users launch it: accelerate launch, 2 CPU ranks, stop and resume."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eye2face_hub import EyeToFace
+
+from .conftest import REPO, VGG_FILE, need
+
+pytestmark = pytest.mark.slow
+TRAIN = str(REPO / "train_accelerate.py")
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+
+
+def run(cmd: list[str], **env) -> str:
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def train(data, out, *extra, launcher=(sys.executable,), **env) -> str:
+    args = ["--data", str(data), "--output-dir", str(out), "--batch-size", "4", "--report-to", "none", "--logging-steps", "1"]
+    return run([*launcher, TRAIN, *args, *extra], **env)
+
+
+def test_two_cpu_ranks_see_different_data_and_end_identical(prepared_pairs, tmp_path):
+    # `accelerate launch --cpu --num_processes 2` silently runs ONE process; this is the launch that gives 2 ranks.
+    launcher = (ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517")
+    log = train(prepared_pairs, tmp_path, "--preset", "l1", "--max-steps", "4", launcher=launcher, ACCELERATE_USE_CPU="1")
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    seen = [set(r["first_epoch_samples"]) for r in ranks]
+    assert seen[0] and seen[1] and not seen[0] & seen[1], "the two ranks trained on overlapping samples"
+    assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"], "ranks ended with different weights"
+    saved = EyeToFace.from_pretrained(tmp_path)
+    from train_accelerate import state_hash  # noqa: E402  (the repo root is on sys.path under pytest)
+
+    assert state_hash(saved) == ranks[0]["state_sha256"], "the saved model differs from the trained one"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["training"]["processes"] == 2 and config["loss_config"]["preset"] == "l1"
+
+
+def test_resume_matches_an_uninterrupted_run(prepared_pairs, tmp_path):
+    common = ["--preset", "feature", "--feature-layers", "0-4", "--vgg-weights", str(need(VGG_FILE)),
+              "--checkpointing-steps", "3", "--seed", "7"]
+    train(prepared_pairs, tmp_path / "straight", *common, "--max-steps", "6")
+    train(prepared_pairs, tmp_path / "split", *common, "--max-steps", "3")
+    log = train(prepared_pairs, tmp_path / "split", *common, "--max-steps", "6", "--resume-from-checkpoint", "latest")
+    assert "resumed from" in log and "checkpoint-3" in log
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "model.safetensors")
+    assert a.keys() == b.keys()
+    # Same data order, RNG and optimizer state: identical up to float reordering noise.
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    ca = json.loads((tmp_path / "straight" / "config.json").read_text())["training"]
+    cb = json.loads((tmp_path / "split" / "config.json").read_text())["training"]
+    assert ca["l_initial"] == cb["l_initial"] and all(v > 0 for v in ca["l_initial"])
+    assert ca["steps"] == cb["steps"] == 6
+
+
+@pytest.mark.parametrize("preset", ["l1", "feature"])
+def test_validation_loss_goes_down(prepared_pairs, tmp_path, preset):
+    extra = ["--feature-layers", "0-6", "--vgg-weights", str(need(VGG_FILE))] if preset == "feature" else []
+    log = train(prepared_pairs, tmp_path, "--preset", preset, "--epochs", "4", "--batch-size", "8", *extra)
+    key = "feature" if preset == "feature" else "l1"
+    import re
+
+    values = [float(v) for v in re.findall(rf"val {key} ([0-9.]+)", log)]
+    assert len(values) == 4, log[-2000:]
+    assert values[-1] < values[0], f"validation {key} did not go down: {values}"
+    model = EyeToFace.from_pretrained(tmp_path)
+    assert model.loss_config["preset"] == preset
