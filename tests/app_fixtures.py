@@ -1,0 +1,161 @@
+"""Helpers for the app tests (test_app.py, test_browser.py): small models, free ports, a served app, a fake Hub."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import socket
+import sys
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+
+
+def import_app():
+    """app.py from the repository root, whatever the current directory and sys.path."""
+    if "app" in sys.modules and Path(sys.modules["app"].__file__).resolve() == ROOT / "app.py":
+        return sys.modules["app"]
+    spec = importlib.util.spec_from_file_location("app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def served_app(weights: Path):
+    """The app on `weights`, served on loopback on a free port in this process; yields its URL."""
+    app = import_app()
+    blocks = app.create_app(env={}, weights_dir=weights)
+    port = free_port()
+    app.launch(blocks, server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        blocks.close()
+
+
+def make_model(folder: Path, preset: str, seed: int):
+    """A random EyeToFace whose output depends on its input, saved as a Hub-format folder.
+
+    A freshly initialised generator gives an almost constant face (BatchNorm running statistics of 0 and 1);
+    statistics from one batch of random eyes make the face vary with the eye, so that tests can tell which eye
+    and which model an output came from.
+    """
+    from eye2face_hub import EyeToFace
+
+    torch.manual_seed(seed)
+    model = EyeToFace(loss_config={"preset": preset})
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(64, 3, 32, 32))
+    model.eval().save_pretrained(folder)
+    return model
+
+
+def make_weights(root: Path) -> Path:
+    """A weights folder like the repository's: eye2face-l1 and eye2face-feature, two different models."""
+    make_model(root / "eye2face-l1", "l1", seed=1)
+    make_model(root / "eye2face-feature", "feature", seed=2)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_png(path) -> np.ndarray:
+    """The pixels of a PNG file; fails on any other format (outputs must be lossless PNG, not WebP)."""
+    with Image.open(path) as im:
+        assert im.format == "PNG", f"{path} is {im.format}, not PNG"
+        return np.asarray(im.convert("RGB"))
+
+
+def blur(rgb: np.ndarray, box: tuple[int, int, int, int], kernel: int) -> np.ndarray:
+    import cv2
+
+    x0, y0, x1, y1 = box
+    out = rgb.copy()
+    out[y0:y1, x0:x1] = cv2.GaussianBlur(out[y0:y1, x0:x1], (kernel, kernel), 0)
+    return out
+
+
+class FakeHub:
+    """A local stand-in for the Hub's file endpoint (HEAD/GET /{repo}/resolve/{rev}/{file}).
+
+    `repos` maps repo ids to folders to serve; `failing` repos answer 503 (a retryable error) to everything;
+    anything else is 404. `requests` counts requests per repo id, so that tests can see retries.
+    """
+
+    def __init__(self, repos: dict[str, Path], failing: tuple[str, ...] = ()):
+        self.repos, self.failing, self.requests = repos, set(failing), Counter()
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._answer(body=False)
+
+            def do_GET(self):
+                self._answer(body=True)
+
+            def _answer(self, body: bool):
+                parts = self.path.split("?")[0].strip("/").split("/")
+                repo = "/".join(parts[:2])
+                hub.requests[repo] += 1
+                if repo in hub.failing:
+                    return self._status(503)
+                folder = hub.repos.get(repo)
+                if folder is None or len(parts) < 5 or parts[2] != "resolve":
+                    return self._status(404, {"X-Error-Code": "RepoNotFound"})
+                file = folder / "/".join(parts[4:])
+                if not file.is_file():
+                    return self._status(404, {"X-Error-Code": "EntryNotFound"})
+                data = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("X-Repo-Commit", hashlib.sha1(repo.encode()).hexdigest())
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def _status(self, code: int, headers: dict | None = None):
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
