@@ -215,6 +215,8 @@ def main(argv=None) -> Path:
         train_rows, val_rows = split_rows(args)
     except (ValueError, FileNotFoundError) as e:  # a clear message, not a traceback
         raise SystemExit(f"error: {e}") from None
+    except Exception as e:  # e.g. a damaged dataset folder: still at start, still one line
+        raise SystemExit(f"error: could not read {args.data} or the VGG weights ({type(e).__name__}: {e})") from None
     if len(train_rows) == 0:
         raise SystemExit(f"error: {args.data} has no training rows")
     resume_from = None
@@ -269,10 +271,27 @@ def main(argv=None) -> Path:
     seen_ids = []  # which pairs this rank trained on in its first epoch (a distributed-run check)
     bar = tqdm(total=max_steps, initial=global_step, desc="Training", disable=not progress)
     started, start_step, val_metrics = time.perf_counter(), global_step, {}
+    def evaluate_and_show(epoch: int, train_loss: float | None) -> dict[str, float]:
+        metrics = validate(model, val_loader, criterion, accelerator) if len(val_set) else {}
+        shown = ([f"train loss {train_loss:.4f}"] if train_loss is not None else []) + [f"val {k} {v:.4f}" for k, v in metrics.items()]
+        logger.info(f"epoch {epoch + 1}/{epochs} step {global_step}: " + ", ".join(shown))
+        accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=global_step)
+        if accelerator.is_main_process and len(val_set):
+            grid = sample_grid(accelerator.unwrap_model(model), val_set)
+            Image.fromarray(grid).save(Path(args.output_dir) / "samples.png")
+            tracker = accelerator.get_tracker("tensorboard", unwrap=True) if args.report_to == "tensorboard" else None
+            if tracker is not None:
+                tracker.add_image("samples", grid, global_step, dataformats="HWC")
+        return metrics
+
+    epoch = first_epoch
     for epoch in range(first_epoch, epochs):
+        if global_step >= max_steps:
+            break
         model.train()
         train_loader.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, skip) if epoch == first_epoch and skip else train_loader
+        loss_sum, n_steps = torch.zeros((), device=accelerator.device), 0
         for eye, face in loader:
             if epoch == first_epoch and len(seen_ids) < 16 * args.batch_size:
                 seen_ids += [hashlib.sha1(e.numpy().tobytes()).hexdigest()[:12] for e in eye.cpu()]
@@ -284,6 +303,8 @@ def main(argv=None) -> Path:
                 accelerator.backward(terms["loss"])
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            loss_sum += terms["loss"].detach()
+            n_steps += 1
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
@@ -298,17 +319,10 @@ def main(argv=None) -> Path:
                 save_checkpoint(accelerator, args, global_step)
             if global_step >= max_steps:
                 break
-        val_metrics = validate(model, val_loader, criterion, accelerator) if len(val_set) else {}
-        logger.info(f"epoch {epoch + 1}/{epochs} step {global_step}: " + ", ".join(f"val {k} {v:.4f}" for k, v in val_metrics.items()))
-        accelerator.log({f"val/{k}": v for k, v in val_metrics.items()}, step=global_step)
-        if accelerator.is_main_process and len(val_set):
-            grid = sample_grid(accelerator.unwrap_model(model), val_set)
-            Image.fromarray(grid).save(Path(args.output_dir) / "samples.png")
-            tracker = accelerator.get_tracker("tensorboard", unwrap=True) if args.report_to == "tensorboard" else None
-            if tracker is not None:
-                tracker.add_image("samples", grid, global_step, dataformats="HWC")
-        if global_step >= max_steps:
-            break
+        train_loss = accelerator.reduce(loss_sum, "mean").item() / max(n_steps, 1)
+        val_metrics = evaluate_and_show(epoch, train_loss)
+    if not val_metrics:  # resumed at the last step: nothing was trained, but the record needs metrics
+        val_metrics = evaluate_and_show(epoch, None)
     bar.close()
     elapsed = time.perf_counter() - started
     accelerator.wait_for_everyone()
