@@ -90,9 +90,18 @@ def loaded_size(page, selector: str) -> tuple[int, int]:
     return tuple(page.eval_on_selector(f"{selector} img", "i => [i.naturalWidth, i.naturalHeight]"))
 
 
+def start_camera(page, selector: str):
+    """Grant the (fake) webcam in the component and wait until its video plays."""
+    page.locator(selector).get_by_text("Click to Access Webcam").click()
+    page.wait_for_function(
+        "s => { const v = document.querySelector(s + ' video'); return v && v.readyState >= 2 && v.videoWidth > 0; }",
+        arg=selector,
+    )
+
+
 def upload(page, selector: str, path: Path):
     page.locator(f"{selector} input[type=file]").set_input_files(str(path))
-    page.wait_for_selector(f"{selector} img")
+    page.wait_for_selector(f"{selector} .image-frame img")  # the preview of the uploaded image
 
 
 def test_upload_a_photo_and_see_both_faces(page, photos, tmp_path):
@@ -141,7 +150,7 @@ def test_an_eye_crop_gives_both_faces(page, tmp_path):
 
 def test_live_webcam_streams_generated_faces(page):
     page.get_by_role("tab", name="Live webcam").click()
-    page.locator("#webcam").get_by_text("Click to Access Webcam").click()
+    start_camera(page, "#webcam")
     page.locator("#webcam").get_by_role("button", name="capture photo").click()  # "Record": start streaming
     width, height = loaded_size(page, "#live-grid")
     assert width == 4 * FACE_SIZE and height > FACE_SIZE, "eye crop | L1 face | feature face | real face"
@@ -150,3 +159,13 @@ def test_live_webcam_streams_generated_faces(page):
     # The fake camera moves the face: the detections keep changing while the stream runs.
     first = page.eval_on_selector("#live-annotated img", "i => i.src")
     page.wait_for_function("s => document.querySelector('#live-annotated img').src !== s", arg=first)
+
+
+def test_a_webcam_snapshot_as_the_photo(page):
+    page.locator("#photo").get_by_role("button", name="Capture from camera").click()
+    start_camera(page, "#photo")
+    page.locator("#photo").get_by_role("button", name="capture photo").click()
+    page.wait_for_selector("#photo .image-frame img")  # the snapshot, uploaded
+    page.click("#generate")
+    assert loaded_size(page, "#left-l1") == (FACE_SIZE, FACE_SIZE)
+    assert loaded_size(page, "#real-face") == (FACE_SIZE, FACE_SIZE)
