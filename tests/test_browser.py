@@ -5,6 +5,7 @@ Set EYE2FACE_SCREENSHOT=docs/screenshot.png to also save the results page there 
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -66,6 +67,7 @@ def browser(tmp_path_factory):
 @pytest.fixture
 def page(browser, url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -169,3 +171,19 @@ def test_a_webcam_snapshot_as_the_photo(page):
     page.click("#generate")
     assert loaded_size(page, "#left-l1") == (FACE_SIZE, FACE_SIZE)
     assert loaded_size(page, "#real-face") == (FACE_SIZE, FACE_SIZE)
+
+
+def test_paste_a_photo_from_the_clipboard(page, tmp_path):
+    Image.fromarray(ASTRONAUT).save(tmp_path / "copied.png")
+    page.evaluate(
+        """async b64 => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            await navigator.clipboard.write([new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})})]);
+        }""",
+        base64.b64encode((tmp_path / "copied.png").read_bytes()).decode(),
+    )
+    page.locator("#photo").get_by_role("button", name="Paste from clipboard").click()
+    page.wait_for_selector("#photo .image-frame img")
+    page.click("#generate")
+    assert loaded_size(page, "#right-feature") == (FACE_SIZE, FACE_SIZE)
+    assert loaded_size(page, "#annotated") == ASTRONAUT.shape[1::-1]
