@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .data import EYE_SIZE, FACE_SIZE, Box, crop, detect
 from .model import EyeToFace
@@ -35,54 +35,129 @@ class NoEyeError(Eye2FaceError):
     pass
 
 
+# Formats a photo may come in. Restricting Pillow to these keeps untrusted uploads away from its rarer parsers
+# (and from EPS, which runs Ghostscript). JPEG includes the multi-picture (MPO) JPEGs of many cameras and phones.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+_ORIENTATION = {  # EXIF orientation -> the transpose that makes the photo upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def load_photo(photo: str | os.PathLike | bytes | Image.Image | np.ndarray) -> np.ndarray:
-    """Any photo (path, bytes, PIL image or array; any mode, EXIF-rotated) -> upright uint8 RGB array."""
+    """Any photo (path, bytes, file object, PIL image or array; any mode, EXIF-rotated) -> upright uint8 RGB array.
+
+    At most MAX_DETECT_SIDE pixels on its longer side. Anything that is not a usable photo raises
+    InvalidImageError with a message for people: unreadable, damaged or empty files, unsupported formats,
+    images too small for a face, and images over MAX_INPUT_PIXELS (refused from the header, before decoding).
+    """
+    if photo is None:
+        raise InvalidImageError("no photo was given: upload a photo of a face")
     if isinstance(photo, np.ndarray):
-        photo = Image.fromarray(photo)
+        photo = _array_to_image(photo)
+    if not isinstance(photo, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) and not hasattr(photo, "read"):
+        raise TypeError(f"a photo is a path, bytes, a file object, a PIL image or an array, not {type(photo).__name__}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if isinstance(photo, Image.Image):
-                image = photo
-            elif isinstance(photo, bytes):
-                if not photo:
-                    raise InvalidImageError("the file is empty (0 bytes)")
-                image = Image.open(io.BytesIO(photo))
-            else:
-                if os.path.getsize(photo) == 0:
-                    raise InvalidImageError(f"{os.path.basename(photo)} is empty (0 bytes)")
-                image = Image.open(photo)
-            if image.width * image.height > MAX_INPUT_PIXELS:
+            # Pillow's own bomb warning fires above ~89 MP; our lower limit below refuses with the image's size.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = _open(photo)
+            w, h = image.size
+            if w * h > MAX_INPUT_PIXELS:
                 raise InvalidImageError(
-                    f"the image is {image.width}x{image.height}; images over {MAX_INPUT_PIXELS // 1_000_000} megapixels "
-                    "are refused"
+                    f"the image is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images over "
+                    f"{MAX_INPUT_PIXELS // 1_000_000} megapixels are refused: scale it down first"
                 )
+            if min(w, h) < EYE_SIZE:
+                raise InvalidImageError(f"the image is {w}x{h} pixels; a face needs far more")
             image.draft("RGB", (MAX_DETECT_SIDE, MAX_DETECT_SIDE))  # JPEG: decode at reduced size, cheaply
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb8(image)
+            image.load()
+            # After loading (TIFF turns itself upright on load), before downscaling (which drops EXIF).
+            orientation = image.getexif().get(0x0112, 1)
+            rgb = _to_rgb8(image, factor=max(image.size) // MAX_DETECT_SIDE)
+            del image
     except Eye2FaceError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InvalidImageError(f"the image is too large to process safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InvalidImageError(f"this file could not be read as an image ({type(e).__name__}: {e})") from None
-    if min(rgb.shape[:2]) < EYE_SIZE:
-        raise InvalidImageError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} pixels; a face needs far more")
+    except Image.DecompressionBombError:
+        raise InvalidImageError(
+            f"the image is far too large to process safely; images over {MAX_INPUT_PIXELS // 1_000_000} "
+            "megapixels are refused"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise InvalidImageError(
+            "this file could not be read as an image: it is not a " + ", ".join(PHOTO_FORMATS[:-1]) + " or TIFF file"
+        ) from None
+    except FileNotFoundError as e:
+        raise InvalidImageError(f"no such file: {e.filename}") from None
+    except MemoryError:
+        raise InvalidImageError("there is not enough memory to read this image: use a smaller photo") from None
+    except Exception as e:  # a damaged file can fail anywhere in a decoder: always the same clear answer
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise InvalidImageError(f"this file could not be read as an image; it is damaged or incomplete ({reason})") from None
+    if orientation in _ORIENTATION:
+        rgb = np.ascontiguousarray(np.asarray(Image.fromarray(rgb).transpose(_ORIENTATION[orientation])))
     scale = MAX_DETECT_SIDE / max(rgb.shape[:2])
     if scale < 1:
         rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if min(rgb.shape[:2]) < 1:
+        raise InvalidImageError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} pixels after scaling; a face needs far more")
     return rgb
 
 
-def _to_rgb8(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float grayscale: rescale, not clip
-        a = np.asarray(image, dtype=np.float32)
+def _open(photo) -> Image.Image:
+    if isinstance(photo, Image.Image):
+        return photo
+    if isinstance(photo, (bytes, bytearray, memoryview)):
+        if not len(photo):
+            raise InvalidImageError("the file is empty (0 bytes)")
+        return Image.open(io.BytesIO(photo), formats=PHOTO_FORMATS)
+    if hasattr(photo, "read"):
+        return Image.open(photo, formats=PHOTO_FORMATS)
+    if os.path.isdir(photo):
+        raise InvalidImageError(f"{os.fspath(photo)} is a folder, not a photo")
+    if os.path.getsize(photo) == 0:
+        raise InvalidImageError(f"{os.path.basename(photo)} is empty (0 bytes)")
+    return Image.open(photo, formats=PHOTO_FORMATS)
+
+
+def _array_to_image(a: np.ndarray) -> Image.Image:
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise InvalidImageError(f"an image array must be HxW, HxWx3 (RGB) or HxWx4 (RGBA); got shape {a.shape}")
+    if a.dtype == np.uint16 and a.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(a))  # 16-bit grayscale
+    if a.dtype != np.uint8:
+        raise InvalidImageError(
+            f"an image array must hold uint8 values 0-255, got {a.dtype}; e.g. convert with (a * 255).astype(np.uint8)"
+        )
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_rgb8(image: Image.Image, factor: int = 1) -> np.ndarray:
+    """8-bit RGB of any mode; `factor` >= 2 shrinks the image that many times first (box filter), in Pillow."""
+    if image.mode in ("1", "P", "PA"):  # palette and 1-bit images cannot be reduced as they are
+        transparent = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "RGB" if image.mode != "1" else "L")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    if factor >= 2:
+        image = image.reduce(factor)
+    if image.mode in ("I", "F"):  # 16/32-bit or float grayscale: rescale, not clip
+        a = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6) * 255
         return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "La", "RGBa"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image))
 
 
 @dataclass
