@@ -55,19 +55,23 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _feature_setup(models: dict[str, EyeToFace], vgg_weights: str | None):
-    """The feature loss the models are compared with: the trained feature model's layers, weights and l_initial."""
-    configs = [m.loss_config for m in models.values() if m.loss_config and m.loss_config.get("feature_weight")]
-    if configs:
-        cfg = LossConfig.from_dict(configs[0])
+    """The feature loss the models are compared with: the trained feature model's layers, weights and l_initial.
+
+    Without a trained feature model, the paper's preset over as many layers as the VGG weights cover.
+    """
+    trained = [m for m in models.values() if m.loss_config and m.loss_config.get("feature_weight")]
+    if trained:
+        cfg = LossConfig.from_dict(trained[0].loss_config)
+        if vgg_weights:
+            cfg.vgg_weights = vgg_weights
+        vgg = load_vgg19(cfg.vgg_weights, max_layer=max(cfg.feature_layers))
     else:
-        cfg = LossConfig.from_preset("feature", vgg_weights=vgg_weights or LossConfig().vgg_weights)
-    if vgg_weights:
-        cfg.vgg_weights = vgg_weights
-    vgg = load_vgg19(cfg.vgg_weights, max_layer=max(cfg.feature_layers))
+        vgg = load_vgg19(vgg_weights or LossConfig().vgg_weights)
+        cfg = LossConfig.from_preset("feature", feature_layers=list(range(vgg.max_layer + 1)), vgg_weights=vgg.weights_source)
     loss = FeatureLoss.from_config(cfg, vgg)
-    trained = [m.training_info for m in models.values() if m.loss_config == configs[0]] if configs else []
-    if trained and trained[0] and trained[0].get("l_initial"):
-        loss.l_initial.copy_(torch.tensor(trained[0]["l_initial"]))
+    record = trained[0].training_info if trained else None
+    if record and record.get("l_initial"):
+        loss.l_initial.copy_(torch.tensor(record["l_initial"]))
     return cfg, loss
 
 
