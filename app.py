@@ -26,8 +26,6 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
-from huggingface_hub import constants as hub_constants  # noqa: E402
-from huggingface_hub import get_hf_file_metadata, hf_hub_url  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from eye2face_hub import Eye2FaceError, EyeToFace, EyeToFacePipeline, InvalidImageError, NoEyeError, NoFaceError  # noqa: E402
@@ -44,7 +42,6 @@ MODELS = {
     "l1": ("L1 loss", "EYE2FACE_L1_MODEL", "eye2face-l1"),
     "feature": ("Feature loss", "EYE2FACE_FEATURE_MODEL", "eye2face-feature"),
 }
-HUB_TIMEOUT_S = float(os.environ.get("EYE2FACE_HUB_TIMEOUT", "5"))
 # Uploads, webcam snapshots and results are deleted from the server this long after they were written.
 CACHE_SECONDS = max(1, int(os.environ.get("EYE2FACE_CACHE_SECONDS", "300")))
 EYE_CHOICES = [("Both eyes", "both"), ("Left eye (as seen in the photo)", "left"), ("Right eye (as seen in the photo)", "right")]
@@ -82,26 +79,19 @@ CSS = """
 def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None) -> tuple[EyeToFace, str]:
     """The model named by `env_var` (Hub repo id or folder), else the bundled folder; and where it came from.
 
-    A Hub repo is first probed with one short request without retries (huggingface_hub's own download retries
-    for about a minute when the Hub cannot be reached, which would stall the start of the app). When the probe
-    fails, a copy in the local Hub cache is used if there is one, else the bundled folder; the UI says which.
+    EyeToFace.from_pretrained checks the Hub with one short request and no retries (EYE2FACE_HUB_TIMEOUT) and
+    uses the local Hub cache when the Hub cannot be reached; a repo it cannot load falls back to the bundled
+    weights at once, and the UI says why.
     """
     env = os.environ if env is None else env
     wanted = env.get(env_var, "").strip()
     fallback = ""
-    if wanted and Path(wanted).is_dir():
-        return EyeToFace.from_pretrained(wanted), f"folder `{wanted}` (from {env_var})"
     if wanted:
+        kind = "folder" if Path(wanted).is_dir() else "Hub repo"
         try:
-            if hub_constants.HF_HUB_OFFLINE:
-                raise ConnectionError("HF_HUB_OFFLINE is set")
-            get_hf_file_metadata(hf_hub_url(wanted, "model.safetensors"), timeout=HUB_TIMEOUT_S)
-            return EyeToFace.from_pretrained(wanted), f"Hub repo `{wanted}` (from {env_var})"
-        except Exception as e:  # unreachable, missing, private, offline: a cached copy or the bundled weights
+            return EyeToFace.from_pretrained(wanted), f"{kind} `{wanted}` (from {env_var})"
+        except Exception as e:  # unreachable, missing, private, damaged: the bundled weights serve instead
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-        try:
-            return EyeToFace.from_pretrained(wanted, local_files_only=True), f"Hub repo `{wanted}`, cached copy ({reason})"
-        except Exception:
             fallback = f"; `{wanted}` from {env_var} could not be loaded ({reason})"
             log.warning("%s=%s could not be loaded (%s); using %s", env_var, wanted, reason, bundled)
     if not (bundled / "model.safetensors").is_file():

@@ -212,11 +212,22 @@ def test_an_environment_variable_names_another_model(weights, tmp_path):
 
 
 def test_offline_falls_back_to_the_bundled_weights_without_a_request(weights, monkeypatch):
+    import huggingface_hub
+
     app = import_app()
-    monkeypatch.setattr(app.hub_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(app, "get_hf_file_metadata", lambda *a, **k: pytest.fail("no request may be made offline"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: pytest.fail("a request while offline"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _cache_only(huggingface_hub.hf_hub_download))
     _, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": "eye2face/not-cached-here"}, weights_dir=weights)
-    assert sources["l1"].startswith("bundled") and "HF_HUB_OFFLINE" in sources["l1"]
+    assert sources["l1"].startswith("bundled") and "eye2face/not-cached-here" in sources["l1"]
+
+
+def _cache_only(download):
+    def wrapper(*args, **kwargs):
+        assert kwargs.get("local_files_only"), "a download was attempted while offline"
+        return download(*args, **kwargs)
+
+    return wrapper
 
 
 def test_no_model_anywhere_is_a_clear_error(tmp_path):
