@@ -37,6 +37,22 @@ logger = get_logger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+class TrainingClock:
+    """Wall time spent training, carried across resumes inside checkpoints."""
+
+    def __init__(self):
+        self.before, self.started = 0.0, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.before, self.started = float(state["seconds"]), time.perf_counter()
+
+
 def parse_layers(text: str) -> list[int]:
     """'0-11' or '1,4,7,10' -> list of layer indices."""
     layers = []
@@ -248,6 +264,8 @@ def main(argv=None) -> Path:
             l_initial = criterion.feature.initialise(fresh(eyes).float(), faces)
         del fresh
         accelerator.register_for_checkpointing(criterion.feature)
+    clock = TrainingClock()
+    accelerator.register_for_checkpointing(clock)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
 
@@ -324,7 +342,6 @@ def main(argv=None) -> Path:
     if not val_metrics:  # resumed at the last step: nothing was trained, but the record needs metrics
         val_metrics = evaluate_and_show(epoch, None)
     bar.close()
-    elapsed = time.perf_counter() - started
     accelerator.wait_for_everyone()
 
     unwrapped = accelerator.unwrap_model(model)
@@ -339,7 +356,7 @@ def main(argv=None) -> Path:
             "val_pairs": len(val_set),
             "processes": world,
             "device": accelerator.device.type,
-            "wall_time_s": round(elapsed, 1),
+            "wall_time_s": round(clock.seconds(), 1),
             "val_metrics": val_metrics,
             "l_initial": criterion.feature.l_initial.tolist() if criterion.feature is not None else None,
         }
