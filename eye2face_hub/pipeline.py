@@ -49,10 +49,11 @@ _ORIENTATION = {  # EXIF orientation -> the transpose that makes the photo uprig
 }
 
 
-def load_photo(photo: str | os.PathLike | bytes | Image.Image | np.ndarray) -> np.ndarray:
+def load_photo(photo: str | os.PathLike | bytes | Image.Image | np.ndarray, *, min_side: int = EYE_SIZE) -> np.ndarray:
     """Any photo (path, bytes, file object, PIL image or array; any mode, EXIF-rotated) -> upright uint8 RGB array.
 
-    At most MAX_DETECT_SIDE pixels on its longer side. Anything that is not a usable photo raises
+    At most MAX_DETECT_SIDE pixels on its longer side, at least `min_side` on its shorter one (lower it for
+    ready eye crops, which can be smaller than EYE_SIZE). Anything that is not a usable photo raises
     InvalidImageError with a message for people: unreadable, damaged or empty files, unsupported formats,
     images too small for a face, and images over MAX_INPUT_PIXELS (refused from the header, before decoding).
     """
@@ -73,8 +74,9 @@ def load_photo(photo: str | os.PathLike | bytes | Image.Image | np.ndarray) -> n
                     f"the image is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images over "
                     f"{MAX_INPUT_PIXELS // 1_000_000} megapixels are refused: scale it down first"
                 )
-            if min(w, h) < EYE_SIZE:
-                raise InvalidImageError(f"the image is {w}x{h} pixels; a face needs far more")
+            if min(w, h) < min_side:
+                need = "a face needs far more" if min_side >= EYE_SIZE else f"at least {min_side}x{min_side} are needed"
+                raise InvalidImageError(f"the image is {w}x{h} pixels; {need}")
             image.draft("RGB", (MAX_DETECT_SIDE, MAX_DETECT_SIDE))  # JPEG: decode at reduced size, cheaply
             image.load()
             # After loading (TIFF turns itself upright on load), before downscaling (which drops EXIF).
