@@ -44,6 +44,7 @@ MODELS = {
 }
 # Uploads, webcam snapshots and results are deleted from the server this long after they were written.
 CACHE_SECONDS = max(1, int(os.environ.get("EYE2FACE_CACHE_SECONDS", "300")))
+MIN_EYE_CROP = 8  # pixels; the eye boxes the Haar detector finds in photos are often smaller than the 32 the models take
 EYE_CHOICES = [("Both eyes", "both"), ("Left eye (as seen in the photo)", "left"), ("Right eye (as seen in the photo)", "right")]
 ERROR_TITLES = {InvalidImageError: "Not a usable image", NoFaceError: "No face found", NoEyeError: "No eye found"}
 
@@ -201,7 +202,7 @@ class Handlers:
     def run_eye(self, eye):
         """A ready eye crop -> the 32x32 crop the models see, the L1 face, the feature face; PNG grid."""
         try:
-            rgb = load_photo(_photo_source(eye, "eye crop"))
+            rgb = load_photo(_photo_source(eye, "eye crop"), min_side=MIN_EYE_CROP)
         except Eye2FaceError as e:
             raise _user_error(e) from None
         faces = self.pipeline.generate([rgb])
@@ -274,8 +275,8 @@ def build_demo(handlers: Handlers) -> gr.Blocks:
             button.click(handlers.run, [photo, eyes], [*outputs, download, status], api_name="generate", preprocess=False)
 
         with gr.Tab("I already have an eye crop"):
-            gr.Markdown("A crop around **one** eye, roughly square and at least 32x32 pixels (like the example); "
-                        "it is resized to the 32x32 the models take.")
+            gr.Markdown(f"A crop around **one** eye, roughly square (like the example), at least {MIN_EYE_CROP}x"
+                        f"{MIN_EYE_CROP} pixels; it is resized to the 32x32 the models take.")
             with gr.Row():
                 with gr.Column():
                     eye_in = gr.Image(label="Eye crop", sources=["upload", "clipboard"], type="filepath",

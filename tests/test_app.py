@@ -164,6 +164,13 @@ def test_eye_crop_api(client, reference, tmp_path):
     crop_out, l1, _, _, status = client.predict(handle_file(str(tmp_path / "wide.png")), api_name="/generate_from_eye")
     assert read_png(crop_out).shape == (EYE_SIZE, EYE_SIZE, 3) and read_png(l1).shape == (FACE_SIZE, FACE_SIZE, 3)
     assert "90x50" in status and "square" in status
+    # Eye crops smaller than the 32x32 the models take are fine (the detector's own boxes often are); tiny ones are not.
+    Image.fromarray(ASTRONAUT[88:108, 190:210]).save(tmp_path / "small.png")
+    crop_out, l1, _, _, status = client.predict(handle_file(str(tmp_path / "small.png")), api_name="/generate_from_eye")
+    assert read_png(crop_out).shape == (EYE_SIZE, EYE_SIZE, 3) and "20x20" in status
+    Image.fromarray(ASTRONAUT[88:92, 190:194]).save(tmp_path / "tiny.png")
+    with pytest.raises(AppError, match="4x4 pixels"):
+        client.predict(handle_file(str(tmp_path / "tiny.png")), api_name="/generate_from_eye")
 
 
 def test_live_endpoint_frame_by_frame(weights):
