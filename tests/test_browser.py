@@ -17,7 +17,7 @@ import skimage.data
 from PIL import Image
 
 from eye2face_hub.data import EYE_SIZE, FACE_SIZE
-from tests.app_fixtures import CHROMIUM, CHROMIUM_ARGS, make_weights, read_png, served_app
+from tests.app_fixtures import CHROMIUM, CHROMIUM_ARGS, ROOT, make_weights, read_png, served_app
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,7 +47,13 @@ def write_y4m(path: Path, rgb: np.ndarray, shifts=(0, 12, 24, 36, 24, 12), size=
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    with served_app(make_weights(tmp_path_factory.mktemp("weights"))) as url:
+    """The app on small random test weights; on the repository's bundled weights when taking the README screenshot."""
+    bundled = ROOT / "weights"
+    if os.environ.get("EYE2FACE_SCREENSHOT") and (bundled / "eye2face-feature" / "model.safetensors").is_file():
+        weights = bundled
+    else:
+        weights = make_weights(tmp_path_factory.mktemp("weights"))
+    with served_app(weights) as url:
         yield url
 
 
