@@ -205,7 +205,10 @@ class EyeToFacePipeline:
     def __init__(self, models: dict[str, EyeToFace]):
         if not models:
             raise ValueError("the pipeline needs at least one model")
-        self.models = {name: m.eval() for name, m in models.items()}
+        # channels_last (NHWC) weights: the CPU's (oneDNN) convolutions run about 1.5x faster than NCHW on this
+        # model; outputs equal NCHW ones up to float rounding (a pixel may differ by 1/255); bench/README.md.
+        # The models are converted in place.
+        self.models = {name: m.eval().to(memory_format=torch.channels_last) for name, m in models.items()}
 
     @classmethod
     def from_pretrained(cls, sources: dict[str, str], **kwargs) -> EyeToFacePipeline:
