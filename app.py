@@ -16,7 +16,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import base64  # noqa: E402
+import io  # noqa: E402
 import logging  # noqa: E402
+import types  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -25,6 +27,7 @@ import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from gradio.processing_utils import hash_bytes  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -46,6 +49,9 @@ MODELS = {
 CACHE_SECONDS = max(1, int(os.environ.get("EYE2FACE_CACHE_SECONDS", "300")))
 MIN_EYE_CROP = 8  # pixels; the eye boxes the Haar detector finds in photos are often smaller than the 32 the models take
 EYE_CHOICES = [("Both eyes", "both"), ("Left eye (as seen in the photo)", "left"), ("Right eye (as seen in the photo)", "right")]
+# zlib level of the output PNGs: lossless at any level; 1 encodes several times faster than Pillow's default (6)
+# for files 10-20% larger (bench/README.md).
+PNG_COMPRESS_LEVEL = 1
 ERROR_TITLES = {InvalidImageError: "Not a usable image", NoFaceError: "No face found", NoEyeError: "No eye found"}
 
 ABOUT = """
@@ -166,8 +172,29 @@ def _save_png(image: np.ndarray, name: str) -> str:
     folder = Path(get_upload_folder()) / f"eye2face-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     path = folder / name
-    Image.fromarray(image).save(path)
+    Image.fromarray(image).save(path, compress_level=PNG_COMPRESS_LEVEL)
     return str(path)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def _postprocess_png(image: gr.Image, value):
+    """gr.Image.postprocess, with arrays written as PNG at PNG_COMPRESS_LEVEL into Gradio's cache as Gradio does.
+
+    Gradio's own PNG encoding (Pillow's default zlib level 6) was half of a request's time (bench/README.md).
+    (Set on the instance: a gr.Image subclass would make Gradio write an app.pyi stub beside app.py.)
+    """
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8:
+        data = _png_bytes(value)
+        folder = Path(image.GRADIO_CACHE) / hash_bytes(data)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "image.png").write_bytes(data)
+        value = str(folder / "image.png")
+    return gr.Image.postprocess(image, value)
 
 
 def _status(lines: list[str]) -> str:
@@ -234,8 +261,10 @@ def _weights_markdown(sources: dict[str, str]) -> str:
 
 
 def _image(label: str, **kwargs) -> gr.Image:
-    """An output image, served as PNG (Gradio's default is lossy WebP)."""
-    return gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], **kwargs)
+    """An output image, served as PNG (Gradio's default is lossy WebP), fast to encode (PNG_COMPRESS_LEVEL)."""
+    image = gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], **kwargs)
+    image.postprocess = types.MethodType(_postprocess_png, image)
+    return image
 
 
 def build_demo(handlers: Handlers) -> gr.Blocks:
