@@ -36,7 +36,7 @@ def _generate(args) -> None:
     if args.eye_crop:
         from .pipeline import load_photo
 
-        face = pipe.generate([load_photo(args.image)])["face"][0]
+        face = pipe.generate([load_photo(args.image, min_side=8)])["face"][0]  # detector eye boxes are often <32px
         Image.fromarray(face).save(out / f"{stem}-face.png")
         print(f"wrote {out / f'{stem}-face.png'}")
         return
