@@ -1,7 +1,7 @@
 """eye2face_hub: generate a whole face from a crop of one eye (Tse, Jok, Ng, Lee), on the Hugging Face Hub."""
 
 from .losses import EyeToFaceLoss, FeatureLoss, LossConfig, layer_weights, std_loss
-from .model import EyeToFace
+from .model import EyeToFace, HubUnreachableError, ModelConfigError, ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
 from .pipeline import EyeToFacePipeline, Eye2FaceError, InvalidImageError, NoEyeError, NoFaceError
 from .vgg import VGG19Features, load_vgg19
 
@@ -11,10 +11,15 @@ __all__ = [
     "EyeToFacePipeline",
     "Eye2FaceError",
     "FeatureLoss",
+    "HubUnreachableError",
     "InvalidImageError",
     "LossConfig",
+    "ModelConfigError",
+    "ModelLoadError",
+    "ModelNotFoundError",
     "NoEyeError",
     "NoFaceError",
+    "UnsafeCheckpointError",
     "VGG19Features",
     "layer_weights",
     "load_vgg19",

@@ -93,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .model import ModelLoadError
     from .pipeline import Eye2FaceError
 
     try:
         args.func(args)
-    except (Eye2FaceError, FileNotFoundError) as e:
+    except (Eye2FaceError, ModelLoadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
