@@ -80,7 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    p.add_argument(
+        "--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
+        help="default: bf16 on a GPU that supports it, else the accelerate config's setting",
+    )
     p.add_argument("--num-workers", type=int, default=0, help="pairs are decoded up front; workers rarely help")
     p.add_argument("--val-split", type=float, default=0.05, help="fraction (<1) or number of photo rows held out")
     p.add_argument("--val-data", default=None, help="a separate prepared dataset for validation")
@@ -214,7 +217,7 @@ def main(argv=None) -> Path:
     loss_config = loss_config_from_args(args)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision or ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None),
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
