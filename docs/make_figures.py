@@ -1,0 +1,68 @@
+"""Make the README's figures from the bundled weights, without copying any CelebA pixels into the project.
+
+    python docs/make_figures.py [--celeba ../shared/data/celeba256]
+
+- docs/astronaut.png and each weights folder's samples.png: eye | model(s) | real face, on the public-domain
+  astronaut photo that ships with scikit-image.
+- docs/validation-faces.png: the L1 and feature models' faces for held-out CelebA eyes. The eyes and real faces
+  are not shown: CelebA's licence does not let this project redistribute them (see them locally with
+  `eye2face evaluate`, whose grid.png has every column).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from eye2face_hub import EyeToFace, EyeToFacePipeline
+from eye2face_hub.data import prepare
+from eye2face_hub.pipeline import comparison_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = {"L1 loss": ROOT / "weights" / "eye2face-l1", "feature loss": ROOT / "weights" / "eye2face-feature"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--celeba", default=str(ROOT.parent / "shared" / "data" / "celeba256"))
+    parser.add_argument("--n", type=int, default=8, help="validation photos shown")
+    args = parser.parse_args()
+
+    models = {name: EyeToFace.from_pretrained(path) for name, path in WEIGHTS.items()}
+    pipe = EyeToFacePipeline(models)
+    result = pipe(data.astronaut())
+    eyes = [r.eye for r in result.eyes]
+    real = [result.real_face] * len(eyes)
+    columns = [eyes, *[[r.faces[name] for r in result.eyes] for name in models], real]
+    Image.fromarray(comparison_grid(columns, ["eye", *models, "real"])).save(ROOT / "docs" / "astronaut.png")
+    for name, path in WEIGHTS.items():
+        grid = comparison_grid([eyes, [r.faces[name] for r in result.eyes], real], ["eye", "generated", "real"])
+        Image.fromarray(grid).save(path / "samples.png")
+
+    # The held-out photos: the last 500 files, never trained on (train_accelerate.py --val-split 333 rows).
+    folder = Path(args.celeba)
+    held_out = sorted(folder.glob("*.jpg"))[-500:]
+    tmp = ROOT / "docs" / ".validation-photos"
+    tmp.mkdir(exist_ok=True)
+    try:
+        for f in held_out[: 3 * args.n]:
+            (tmp / f.name).unlink(missing_ok=True)
+            (tmp / f.name).symlink_to(f.resolve())
+        rows, _ = prepare(str(tmp), None)
+    finally:
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+    rows = rows.select(range(min(args.n, len(rows))))
+    eyes = [np.asarray(im.convert("RGB")) for im in rows["left_eye"]]
+    faces = pipe.generate(eyes)
+    Image.fromarray(comparison_grid([faces[name] for name in models], list(models))).save(ROOT / "docs" / "validation-faces.png")
+    print("wrote docs/astronaut.png, docs/validation-faces.png and samples.png in each weights folder")
+
+
+if __name__ == "__main__":
+    main()
