@@ -1,18 +1,22 @@
-"""Helpers for the app tests (test_app.py, test_browser.py): small models, free ports, a served app, a fake Hub."""
+"""Helpers for the app and model-loading tests: small models, free ports, a served app, `python app.py` in a
+process, a fake Hub."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import socket
+import subprocess
 import sys
 import threading
-from collections import Counter
+import time
+import urllib.request
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -100,14 +104,16 @@ def blur(rgb: np.ndarray, box: tuple[int, int, int, int], kernel: int) -> np.nda
 
 
 class FakeHub:
-    """A local stand-in for the Hub's file endpoint (HEAD/GET /{repo}/resolve/{rev}/{file}).
+    """A local stand-in for the Hub's file endpoint: HEAD/GET /{namespace}/{name}/resolve/{revision}/{file}.
 
-    `repos` maps repo ids to folders to serve; `failing` repos answer 503 (a retryable error) to everything;
-    anything else is 404. `requests` counts requests per repo id, so that tests can see retries.
+    `repos` maps repo ids to a folder to serve or to {file name: bytes}; a missing repo answers 404 RepoNotFound,
+    a missing file 404 EntryNotFound. `failing` repos answer 503 (a retryable error) to everything.
+    `requests` records (method, repo id, file) of every request, so that tests can see what was asked and retries.
+    Use it as a context manager, or call close().
     """
 
-    def __init__(self, repos: dict[str, Path], failing: tuple[str, ...] = ()):
-        self.repos, self.failing, self.requests = repos, set(failing), Counter()
+    def __init__(self, repos: dict[str, Path | dict[str, bytes]], failing: tuple[str, ...] = ()):
+        self.repos, self.failing, self.requests = repos, set(failing), []
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,21 +128,20 @@ class FakeHub:
 
             def _answer(self, body: bool):
                 parts = self.path.split("?")[0].strip("/").split("/")
-                repo = "/".join(parts[:2])
-                hub.requests[repo] += 1
+                repo, file = "/".join(parts[:2]), "/".join(parts[4:])
+                hub.requests.append((self.command, repo, file))
                 if repo in hub.failing:
                     return self._status(503)
-                folder = hub.repos.get(repo)
-                if folder is None or len(parts) < 5 or parts[2] != "resolve":
+                if repo not in hub.repos or len(parts) < 5 or parts[2] != "resolve":
                     return self._status(404, {"X-Error-Code": "RepoNotFound"})
-                file = folder / "/".join(parts[4:])
-                if not file.is_file():
-                    return self._status(404, {"X-Error-Code": "EntryNotFound"})
-                data = file.read_bytes()
+                commit = hashlib.sha1(repo.encode()).hexdigest()
+                data = hub._file(repo, file)
+                if data is None:
+                    return self._status(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-                self.send_header("X-Repo-Commit", hashlib.sha1(repo.encode()).hexdigest())
+                self.send_header("X-Repo-Commit", commit)
                 self.end_headers()
                 if body:
                     self.wfile.write(data)
@@ -150,12 +155,56 @@ class FakeHub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _file(self, repo: str, file: str) -> bytes | None:
+        source = self.repos[repo]
+        if isinstance(source, dict):
+            return source.get(file)
+        path = Path(source) / file
+        return path.read_bytes() if path.is_file() else None
+
+    def requests_to(self, repo: str) -> int:
+        return sum(r == repo for _, r, _ in self.requests)
+
+    def files_asked(self, repo: str) -> set[str]:
+        return {f for _, r, f in self.requests if r == repo}
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
     def __enter__(self) -> FakeHub:
-        self.thread.start()
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.close()
+
+
+@contextmanager
+def running_app(command: list[str], env: dict[str, str], port: int, log_path: Path, start_timeout: float):
+    """`command` (app.py, one way or another) in the repository root, serving on loopback on `port`.
+
+    Its output goes to `log_path`. Yields its URL and process once it answers /config; fails the test with the end
+    of the log if it exits or does not answer within `start_timeout` seconds. Stops it afterwards.
+    """
+    log = open(log_path, "w+")
+    proc = subprocess.Popen(command, cwd=ROOT, env={**env, "GRADIO_SERVER_PORT": str(port)}, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                urllib.request.urlopen(url + "config", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"python app.py did not start:\n{log.read()[-3000:]}")
+                time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()

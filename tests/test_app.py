@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -18,7 +17,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.app_fixtures import ROOT, FakeHub, blur, free_port, import_app, make_model, make_weights, read_png, served_app
+from tests.app_fixtures import (
+    ROOT, FakeHub, blur, free_port, import_app, make_model, make_weights, read_png, running_app, served_app,
+)
 from eye2face_hub import EyeToFace, EyeToFacePipeline
 from eye2face_hub.data import EYE_SIZE, FACE_SIZE, crop, detect
 from eye2face_hub.pipeline import comparison_grid
@@ -293,29 +294,12 @@ def space(weights, tmp_path_factory):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "EYE2FACE_", "HF_"))}
         env.update(
-            GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_ENDPOINT=hub.url,
-            HF_HOME=str(tmp / "hf"), EYE2FACE_WEIGHTS_DIR=str(weights), EYE2FACE_CACHE_SECONDS="8",
+            GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_ENDPOINT=hub.url, HF_HOME=str(tmp / "hf"),
+            EYE2FACE_WEIGHTS_DIR=str(weights), EYE2FACE_CACHE_SECONDS="8",
             EYE2FACE_L1_MODEL="eye2face/l1-test", EYE2FACE_FEATURE_MODEL="eye2face/feature-down",
         )
-        log = open(tmp / "app.log", "w+")
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    urllib.request.urlopen(url + "config", timeout=5)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        pytest.fail(f"python app.py did not start:\n{log.read()[-3000:]}")
-                    time.sleep(0.5)
+        with running_app([sys.executable, "app.py"], env, port, tmp / "app.log", start_timeout=180) as (url, proc):
             yield {"url": url, "port": port, "proc": proc, "hub": hub, "tmp": tmp}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
 
 
 def test_python_app_py_serves_on_loopback_only(space):
@@ -336,7 +320,7 @@ def test_python_app_py_loads_hub_models_and_falls_back_fast(space, weights, phot
     shown = json.dumps(config)
     assert "Hub repo `eye2face/l1-test`" in shown, "the UI should say the L1 model came from the Hub"
     assert "bundled `" in shown and "eye2face/feature-down" in shown, "the UI should say why the bundled one is used"
-    assert space["hub"].requests["eye2face/feature-down"] == 1, "an unreachable repo must fail at once, not be retried"
+    assert space["hub"].requests_to("eye2face/feature-down") == 1, "an unreachable repo must fail at once, not be retried"
     client = Client(space["url"], verbose=False, analytics_enabled=False, download_files=str(tmp_path))
     out = generate(client, photos["astronaut"])
     expected = EyeToFacePipeline(

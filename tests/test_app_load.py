@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_fixtures import ROOT, free_port, make_weights
+from tests.app_fixtures import ROOT, free_port, make_weights, running_app
 
 pytestmark = pytest.mark.slow
 psutil = pytest.importorskip("psutil", reason="psutil (in the test extras) measures the app's memory")
@@ -68,29 +66,12 @@ def app(tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "EYE2FACE_", "HF_", "HUGGING_FACE"))}
     env.update(  # offline settings: bundled weights, no Hub, analytics off (app.py's default)
-        GRADIO_SERVER_PORT=str(port), GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_HOME=str(tmp / "hf"),
-        HF_HUB_OFFLINE="1", EYE2FACE_WEIGHTS_DIR=str(weights), TMPDIR=str(tmp / "tmp"),
+        GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_HOME=str(tmp / "hf"), HF_HUB_OFFLINE="1",
+        EYE2FACE_WEIGHTS_DIR=str(weights), TMPDIR=str(tmp / "tmp"),
         EYE2FACE_AUDIT_LOG=str(tmp / "audit.jsonl"), PYTHONUNBUFFERED="1",
     )
-    log = open(tmp / "app.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-c", AUDIT_HOOK], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(url + "config", timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"python app.py did not start:\n{log.read()[-3000:]}")
-                time.sleep(0.5)
-        yield SimpleNamespace(url=url, proc=proc, tmp=tmp, ready=time.time(), photo=make_photo(tmp), log=log)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
+    with running_app([sys.executable, "-c", AUDIT_HOOK], env, port, tmp / "app.log", start_timeout=300) as (url, proc):
+        yield SimpleNamespace(url=url, proc=proc, tmp=tmp, ready=time.time(), photo=make_photo(tmp))
 
 
 def make_photo(folder: Path) -> Path:

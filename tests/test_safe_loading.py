@@ -6,7 +6,6 @@ with its own HF_HOME, so that nothing here touches the network or the user's cac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -14,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from eye2face_hub.model import (
     UnsafeCheckpointError,
     parameter_count,
 )
+from tests.app_fixtures import FakeHub
 
 SMALL = {"encoder_widths": [8, 16], "latent_dim": 16, "decoder_widths": [16, 8, 8, 8]}
 
@@ -198,65 +197,6 @@ def test_parameter_limit_counts_exactly(encoder, latent, decoder):
 # ------------------------------------------------------------------------------------------------ the Hub
 
 
-class FakeHub:
-    """A local stand-in for the Hub's file endpoint: HEAD/GET /{namespace}/{name}/resolve/{revision}/{file}.
-
-    `repos` maps repo ids to {file name: bytes}; a missing repo answers 404 RepoNotFound, a missing file
-    404 EntryNotFound. `requests` records (method, repo id, file) of every request.
-    """
-
-    def __init__(self, repos: dict[str, dict[str, bytes]]):
-        self.repos, self.requests = repos, []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_HEAD(self):
-                self.answer(body=False)
-
-            def do_GET(self):
-                self.answer(body=True)
-
-            def answer(self, body: bool):
-                parts = self.path.split("?")[0].strip("/").split("/")
-                repo, file = "/".join(parts[:2]), "/".join(parts[4:])
-                hub.requests.append((self.command, repo, file))
-                files = hub.repos.get(repo)
-                if files is None or len(parts) < 5 or parts[2] != "resolve":
-                    return self.status(404, "RepoNotFound")
-                if file not in files:
-                    return self.status(404, "EntryNotFound", commit=True)
-                data = files[file]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-                self.send_header("X-Repo-Commit", hashlib.sha1(repo.encode()).hexdigest())
-                self.end_headers()
-                if body:
-                    self.wfile.write(data)
-
-            def status(self, code: int, error: str, commit: bool = False):
-                self.send_response(code)
-                self.send_header("X-Error-Code", error)
-                if commit:
-                    self.send_header("X-Repo-Commit", hashlib.sha1(b"x").hexdigest())
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def files_asked(self, repo: str) -> set[str]:
-        return {f for _, r, f in self.requests if r == repo}
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class SilentHub:
     """Accepts TCP connections and never answers: a Hub behind a firewall that drops replies."""
 
@@ -324,13 +264,10 @@ def repos(tmp_path):
 
 def test_hub_pickle_fallback_is_refused_without_downloading_it(tmp_path, repos):
     files, expected, marker = repos
-    hub = FakeHub(files)
-    try:
+    with FakeHub(files) as hub:
         good = load_in_subprocess("me/good", hub.url, tmp_path / "hf")
         assert good["ok"] and good["sum"] == pytest.approx(expected)  # the fake Hub serves a real model
         bad = load_in_subprocess("me/pickled", hub.url, tmp_path / "hf")
-    finally:
-        hub.close()
     assert not bad["ok"] and "UnsafeCheckpointError" in bad["types"] and "ModelLoadError" in bad["types"]
     assert "has no model.safetensors" in bad["message"] and "pickle checkpoints" in bad["message"]
     assert "model.safetensors" in hub.files_asked("me/pickled")
@@ -355,11 +292,8 @@ def test_cached_hub_pickle_is_refused_offline(tmp_path, repos):
 
 
 def test_unknown_hub_repo(tmp_path):
-    hub = FakeHub({})
-    try:
+    with FakeHub({}) as hub:
         result = load_in_subprocess("me/nothing-here", hub.url, tmp_path / "hf")
-    finally:
-        hub.close()
     assert not result["ok"] and "ModelNotFoundError" in result["types"]
     assert "not a local folder, and the Hub has no model of that name" in result["message"]
     assert len(hub.requests) == 1  # one answer is enough
@@ -389,11 +323,8 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(tmp_path):
 
 def test_unreachable_hub_falls_back_to_the_cache(tmp_path, repos):
     files, expected, _ = repos
-    hub = FakeHub(files)
-    try:
+    with FakeHub(files) as hub:
         assert load_in_subprocess("me/good", hub.url, tmp_path / "hf")["ok"]  # fills the cache
-    finally:
-        hub.close()
     silent = SilentHub()
     try:
         result = load_in_subprocess("me/good", silent.url, tmp_path / "hf")
