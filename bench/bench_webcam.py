@@ -1,0 +1,100 @@
+"""Webcam stream: frames per second that app.py's streaming handler (Handlers.live) sustains.
+
+    python bench/bench_webcam.py --out bench/results-webcam.json [--frames 60] [--threads 1]
+
+Frames are 640x480 JPEG data: URLs, as Gradio's webcam streams them (canvas.toDataURL("image/jpeg")), of the
+astronaut shifted by a few pixels from frame to frame. Each frame goes through Handlers.live and then Gradio's
+postprocessing of its outputs (the annotated frame and the comparison grid as PNG), back to back, one stream.
+Reported: per-frame latency (median, p95, ...), fps = frames / wall time, and 1 / median latency.
+Note: app.py asks the browser for a frame every `stream_every` seconds and the browser waits for each result
+before it sends the next, so the fps a visitor sees is min(1 / stream_every, the handler's fps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+common.add_repo_to_path()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def frames(n: int) -> list[dict]:
+    from PIL import Image
+    from skimage import data
+
+    base = np.asarray(Image.fromarray(data.astronaut()).resize((680, 510), Image.BILINEAR))
+    out = []
+    for i in range(n):
+        dx, dy = int(20 + 15 * np.sin(i / 5)), int(15 + 10 * np.cos(i / 7))  # a slowly moving head
+        frame = np.ascontiguousarray(base[dy:dy + 480, dx:dx + 640])
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=92)
+        out.append({"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), "path": None})
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the app's default is 1)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    from tests.app_fixtures import import_app
+
+    app = import_app()
+    blocks = app.create_app(env={}, weights_dir=common.weights_dir())
+    torch.set_num_threads(args.threads)
+    fn = next(f for f in blocks.fns.values() if f.api_name == "live")
+    handlers = fn.fn.__self__
+    stream = frames(args.frames)
+
+    def step(frame):
+        out = handlers.live(frame, "both")
+        return [block.postprocess(value) if not _is_skip(value) else value for block, value in zip(fn.outputs, out)]
+
+    for f in stream[:3]:
+        step(f)
+    latencies, faces = [], 0
+    t0 = time.perf_counter()
+    for f in stream:
+        t = time.perf_counter()
+        out = step(f)
+        latencies.append(time.perf_counter() - t)
+        faces += not _is_skip(out[0])
+    wall = time.perf_counter() - t0
+    fps = len(stream) / wall
+    stream_every = getattr(fn, "stream_every", None)
+    result = {
+        "bench": "webcam",
+        "machine": common.machine_info(args.threads),
+        "frames": len(stream),
+        "frames_with_a_face": faces,
+        "latency_ms": common.stats(latencies, 1000),
+        "fps_sustained": round(fps, 2),
+        "fps_from_median": round(1000 / common.stats(latencies, 1000)["median"], 2),
+        "target_fps": 15,
+        "target_met": fps >= 15,
+        "app_stream_every_s": stream_every,
+        "ui_fps_cap": round(1 / stream_every, 2) if stream_every else None,
+    }
+    common.write_json(result, args.out)
+    return result
+
+
+def _is_skip(value) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
+
+
+if __name__ == "__main__":
+    main()
