@@ -190,10 +190,21 @@ def _postprocess_png(image: gr.Image, value):
     """
     if isinstance(value, np.ndarray) and value.dtype == np.uint8:
         data = _png_bytes(value)
-        folder = Path(image.GRADIO_CACHE) / hash_bytes(data)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "image.png").write_bytes(data)
-        value = str(folder / "image.png")
+        path = Path(image.GRADIO_CACHE) / hash_bytes(data) / "image.png"
+        if path.exists():
+            # Named by its content, so it is this image, and another request may be downloading it: never rewrite
+            # it in place (Gradio does, and concurrent downloads of the same result then break off). Touch it, so
+            # that delete_cache (by age) does not remove it before this request's download.
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_name(f".image.png.{uuid.uuid4().hex}")
+            staging.write_bytes(data)
+            os.replace(staging, path)  # atomic: a reader sees the whole file or none
+        value = str(path)
     return gr.Image.postprocess(image, value)
 
 
