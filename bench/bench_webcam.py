@@ -74,6 +74,7 @@ def main(argv=None) -> dict:
         faces += not _is_skip(out[0])
     wall = time.perf_counter() - t0
     fps = len(stream) / wall
+    stages = stage_times(app, handlers, fn, stream)
     stream_every = getattr(fn, "stream_every", None)
     result = {
         "bench": "webcam",
@@ -85,11 +86,49 @@ def main(argv=None) -> dict:
         "fps_from_median": round(1000 / common.stats(latencies, 1000)["median"], 2),
         "target_fps": 15,
         "target_met": fps >= 15,
+        "stages_ms": {k: common.stats(v, 1000) for k, v in stages.items()},
         "app_stream_every_s": stream_every,
         "ui_fps_cap": round(1 / stream_every, 2) if stream_every else None,
     }
     common.write_json(result, args.out)
     return result
+
+
+def stage_times(app, handlers, fn, stream) -> dict[str, list[float]]:
+    """Per frame, Handlers.live's parts: decode (data: URL -> RGB), detect, crop + both generators, assemble
+    (boxes drawn, grid), encode (the two output images to PNG as the app serves them); and, for comparison only,
+    encode_jpeg_what_if: the annotated frame as JPEG (quality 90) instead of PNG (not what the app does)."""
+    import io
+
+    from PIL import Image
+
+    from eye2face_hub.data import EYE_SIZE, crop, detect
+    from eye2face_hub.pipeline import load_photo
+
+    pipe = handlers.pipeline
+    out = {k: [] for k in ("decode", "detect", "crop_and_generate", "assemble", "encode", "encode_jpeg_what_if")}
+    for frame in stream:
+        s = time.perf_counter()
+        rgb = load_photo(app._photo_source(frame))
+        out["decode"].append(time.perf_counter() - s)
+        s = time.perf_counter()
+        det = detect(rgb)
+        out["detect"].append(time.perf_counter() - s)
+        s = time.perf_counter()
+        pipe.generate([crop(rgb, box, EYE_SIZE) for box in det.eyes[:2]])
+        out["crop_and_generate"].append(time.perf_counter() - s)
+        result = pipe(rgb)  # not timed: the result to assemble
+        s = time.perf_counter()
+        annotated, grid = result.annotated(), app._grid(result)
+        out["assemble"].append(time.perf_counter() - s)
+        s = time.perf_counter()
+        fn.outputs[0].postprocess(annotated)
+        fn.outputs[1].postprocess(grid)
+        out["encode"].append(time.perf_counter() - s)
+        s = time.perf_counter()
+        Image.fromarray(annotated).save(io.BytesIO(), format="JPEG", quality=90)
+        out["encode_jpeg_what_if"].append(time.perf_counter() - s)
+    return out
 
 
 def _is_skip(value) -> bool:

@@ -11,13 +11,11 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -29,7 +27,7 @@ PEAKS = {"H200": H200_BF16_DENSE_PEAK, "H100": 989e12, "A100": 312e12}  # dense 
 
 
 def set_threads(n: int | None) -> int:
-    """Set torch intra-op threads (and OpenCV's) explicitly; returns the count used."""
+    """Set torch intra-op threads explicitly (default: BENCH_THREADS, else all cores); returns the count used."""
     import torch
 
     n = n or int(os.environ.get("BENCH_THREADS", "0")) or os.cpu_count() or 1
@@ -116,7 +114,7 @@ def machine_info(torch_threads: int | None = None) -> dict:
         "versions": _versions(),
         "cuda": torch.cuda.is_available(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "note": "shared, loaded 2-core machine (model training and test runs in parallel): figures are noisy",
+        "note": "a 2-core machine shared with other developers (training, test runs): see load_average_1_5_15",
     }
     try:
         import psutil

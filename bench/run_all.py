@@ -27,7 +27,8 @@ BENCHES = {
     "generator": ("bench_generator.py", [], ["--no-compile", "--repeat", "5"]),
     "webcam": ("bench_webcam.py", ["--frames", "60"], ["--frames", "20"]),
     "train": ("bench_train.py", [], ["--steps", "2"]),
-    "dataprep": ("bench_dataprep.py", ["--photos", "300", "--rounds", "2"], ["--photos", "100", "--rounds", "1"]),
+    "dataprep": ("bench_dataprep.py", ["--photos", "300", "--rounds", "4", "--opencv-1-thread"],
+                 ["--photos", "100", "--rounds", "1"]),
     "app_load": ("bench_app_load.py", ["--requests", "500"], ["--requests", "100"]),
     "detect": ("bench_detect.py", ["--photos", "200"], ["--photos", "40", "--repeat", "5"]),
     "profile": ("profile_hotspots.py", ["--n", "20"], ["--n", "5"]),
@@ -60,10 +61,22 @@ def summary(r: dict) -> list[dict]:
             "p50 < 60 ms", ip["end_to_end_ms"]["median"] < 60)
         add("  same request before the speed-ups: p50 ms (ratio)", f"{ip['before_ms']['median']:.0f} ({ip['speedup_vs_before']}x)")
         add("  stages p50 ms", ", ".join(f"{k} {v['median']:.1f}" for k, v in ip["stages_ms"].items()))
+        pc = ip.get("per_change_ms")
+        if pc:
+            add("  per change, side by side: encode before -> now; generate NCHW -> channels_last (ms)",
+                f"{pc['encode_before']['median']:.1f} -> {pc['encode_now']['median']:.1f} ({pc['encode_speedup']}x); "
+                f"{pc['generate_before_nchw']['median']:.1f} -> {pc['generate_now_channels_last']['median']:.1f} "
+                f"({pc['generate_speedup']}x)")
+            add("  encode made of (ms): PNG annotated photo / grid / eyes+faces+real face; JPEG photo (what-if)",
+                f"{pc['png_annotated_photo']['median']:.1f} / {pc['png_grid']['median']:.1f} / "
+                f"{pc['png_eyes_faces_real_face']['median']:.1f}; {pc['jpeg_annotated_photo_what_if']['median']:.1f}")
     gc = r.get("request", {}).get("gradio_client")
     if gc:
-        for key, label in (("one_client", "1 client"), ("four_concurrent_clients", "4 concurrent clients")):
-            c = gc[key]
+        for key, label in (("one_client", "1 client"), ("four_concurrent_clients", "4 concurrent clients"),
+                           ("four_concurrent_clients_concurrency_limit_2", "4 clients, app at concurrency 2 (not adopted)")):
+            c = gc.get(key)
+            if not c:
+                continue
             add(f"request via gradio_client, {label}: p50 / p95 ms, req/s",
                 f"{c['latency_ms']['median']:.0f} / {c['latency_ms']['p95']:.0f}, {c['requests_per_s']}")
         nd = gc["one_client"].get("latency_ms_without_downloads")
@@ -80,6 +93,8 @@ def summary(r: dict) -> list[dict]:
         w = r["webcam"]
         add("webcam handler fps (1 stream)", w["fps_sustained"], ">= 15 fps", w["target_met"])
         add("  webcam fps the UI asks for (1 / stream_every)", w["ui_fps_cap"])
+        if "stages_ms" in w:
+            add("  webcam stages p50 ms", ", ".join(f"{k} {v['median']:.1f}" for k, v in w["stages_ms"].items()))
     for run_ in r.get("train", {}).get("runs", []):
         add(f"training {run_['preset']} ({run_['device']}, {run_['mixed_precision']}): samples/s", run_["samples_per_s"])
         if "mfu" in run_:
@@ -96,6 +111,11 @@ def summary(r: dict) -> list[dict]:
         add("data prep photos/s 1 proc -> 2 procs (ratio)",
             f"{s['num_proc_1']['photos_per_s']} -> {s['num_proc_2']['photos_per_s']} ({d['speedup_2_vs_1']}x; cores used "
             f"{s['num_proc_1']['cores_used']} / {s['num_proc_2']['cores_used']})", ">= 1.8x", d["target_met"])
+        if "num_proc_2_opencv_1_thread" in s and "num_proc_1_opencv_1_thread" in s:
+            one, two = s["num_proc_1_opencv_1_thread"], s["num_proc_2_opencv_1_thread"]
+            add("  OpenCV at 1 thread per process: photos/s 1 proc -> 2 procs (ratio; cores used)",
+                f"{one['photos_per_s']} -> {two['photos_per_s']} ({one['wall_s']['median'] / two['wall_s']['median']:.2f}x; "
+                f"{one['cores_used']} / {two['cores_used']})")
     for set_name, variants in r.get("detect", {}).get("sets", {}).items():
         for v in ("face_half", "face_min24"):
             x = variants[v]
@@ -126,6 +146,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="+", choices=list(BENCHES), default=list(BENCHES))
+    p.add_argument("--update", action="store_true",
+                   help="replace only the benches run (--only) in an existing --out file and redo its summary")
     args = p.parse_args(argv)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results = {}
@@ -135,9 +157,15 @@ def main(argv=None) -> dict:
             results[name] = run(name, args.quick, Path(folder))
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {results[name].get('error', 'done')} "
                   f"({results[name]['bench_wall_s']} s)", file=sys.stderr, flush=True)
-    rows = summary(results)
-    out = {"started_utc": started, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "quick": args.quick, "machine": common.machine_info(None), "summary": rows, "results": results}
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.update and Path(args.out).exists():
+        out = json.loads(Path(args.out).read_text())
+        out["results"].update(results)
+        out.setdefault("rerun", []).append({"benches": list(results), "started_utc": started, "finished_utc": finished})
+    else:
+        out = {"started_utc": started, "finished_utc": finished, "quick": args.quick, "machine": common.machine_info(None),
+               "results": results}
+    rows = out["summary"] = summary(out["results"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(markdown(rows))
