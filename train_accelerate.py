@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from eye2face_hub.data import EyeFacePairs, load_pairs, to_unit
-from eye2face_hub.losses import EyeToFaceLoss, LossConfig, batch_std
+from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.model import EyeToFace
 from eye2face_hub.pipeline import comparison_grid, to_images
 from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19

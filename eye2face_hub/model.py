@@ -252,11 +252,6 @@ class EyeToFace(
             raise ModelConfigError(f"the weights in {model_file} contain NaN or infinite values: training diverged")
         return model
 
-    @classmethod
-    def read_config(cls, model_dir: str | Path) -> dict:
-        """The config.json of a saved model folder."""
-        return json.loads((Path(model_dir) / "config.json").read_text())
-
 
 def parameter_count(encoder_widths, latent_dim: int, decoder_widths) -> int:
     """The exact number of parameters of EyeToFace(encoder_widths, latent_dim, decoder_widths), without building it."""
