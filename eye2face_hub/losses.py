@@ -44,6 +44,32 @@ def std_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (batch_std(y) - batch_std(y_pred)).abs()
 
 
+class MeanAbsoluteDifference(torch.autograd.Function):
+    """mean |a - b| that saves its bf16 inputs and recomputes sign(a - b) in backward.
+
+    Autograd (and torch.compile) would instead keep sign(a - b) as a float32 tensor the size of the
+    activation: 268 MB per 128x128x64 VGG layer at batch 64, a third of the feature step's time on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return (a.float() - b.float()).abs().mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        scale = (grad / a.numel()).to(a.dtype)
+        grad_a = (a - b).sign() * scale if ctx.needs_input_grad[0] else None
+        grad_b = (b - a).sign() * scale if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def mean_absolute_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mean |a - b| in float32, whatever the inputs' dtype; its backward keeps no float32 copy."""
+    return MeanAbsoluteDifference.apply(a, b)
+
+
 def dimension_normalised_feature_loss(feats_pred: list[torch.Tensor], feats: list[torch.Tensor]) -> torch.Tensor:
     """The weaker alternative the paper compares against: sum_i |phi_i(y) - phi_i(y_pred)|_1 / (C_i H_i W_i)."""
     return sum((p.float() - t.float()).abs().sum() / t[0].numel() / t.shape[0] for p, t in zip(feats_pred, feats))
@@ -139,7 +165,7 @@ class FeatureLoss(nn.Module):
         with torch.no_grad():
             target = self.vgg(y, self.layers)
         pred = self.vgg(y_pred, self.layers)
-        return torch.stack([(p.float() - t.float()).abs().mean() for p, t in zip(pred, target)])
+        return torch.stack([mean_absolute_difference(p, t) for p, t in zip(pred, target)])
 
     @torch.no_grad()
     def initialise(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_VGG_WEIGHTS = "timm/vgg19.tv_in1k"
@@ -44,11 +45,27 @@ _KERAS_TO_TORCH = _torch_index_of_keras_layer()
 _TORCH_TO_KERAS = {t: k for k, t in enumerate(_KERAS_TO_TORCH, start=1)}
 
 
+class MaxPool2x2(nn.Module):
+    """VGG's 2x2, stride-2 max-pool.
+
+    Under torch.compile it is written as a max over 2x2 blocks: the same values, and a pointwise backward,
+    where inductor lowers max_pool2d's backward to a scatter that took 6% of the feature step on CPU. The
+    gradient differs only where two inputs of a block tie, and it is the same total.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return F.max_pool2d(x, 2)
+        b, c, h, w = x.shape
+        x = x[:, :, : h - h % 2, : w - w % 2]
+        return x.unflatten(3, (w // 2, 2)).unflatten(2, (h // 2, 2)).amax(dim=(3, 5))
+
+
 def _build_features(n_cfg: int) -> nn.Sequential:
     layers, channels = [], 3
     for v in _CFG[:n_cfg]:
         if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
+            layers.append(MaxPool2x2())
         else:
             layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=True)]
             channels = v
