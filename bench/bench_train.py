@@ -1,26 +1,25 @@
-"""Training throughput: samples/s of the trainer's step for the l1 and feature presets; MFU on a GPU.
+"""Training step throughput, side by side in one process: the step before issue 10, today's step eager and
+compiled, and the step's own convolutions run alone.
 
-    python bench/bench_train.py --out bench/results-train.json [--presets l1 feature] [--steps 4]
+    python bench/bench_train.py --out /tmp/train.json [--presets l1 feature] [--repeat 5] [--no-compile]
 
-The step is train_accelerate.py's: uint8 batch -> [0,1], eyes in channels_last, generator forward under
-accelerate's autocast (bf16), loss (L1; or VGG19 feature loss on layers 0-11 + std loss), backward, Adam step,
-zero_grad; generator and VGG in channels_last. Batch 64 (the trainer's default per process), random pixels
-(the step's time does not depend on the content). The loss's l_initial comes from a fresh generator on the
-first batch, as in the trainer. One process; on CPU with the threads given, on CUDA when there is a GPU.
+The step is eye2face_hub.training.TrainingStep, the trainer's: uint8 batch of 64 -> [0,1] channels_last, bf16
+autocast, generator, loss (L1; or VGG19 feature loss on layers 0-11 + std loss), backward, Adam step. Random
+pixels: the time does not depend on the content. Each round runs every variant once in rotated order, so the
+load of a shared machine hits all alike; figures are medians and ratios of medians.
 
-FLOPs per training sample are counted analytically from the layer shapes (2 x multiply-adds of every conv,
-transposed conv and linear layer): the generator's forward F_g, backward 2 F_g (input and weight gradients);
-for the feature preset the frozen VGG runs forward on the real face (F_v), forward on the generated face (F_v)
-and backward for the input gradient only (F_v): 3 F_g + 3 F_v. torch's FlopCounterMode is run on one step
-as a cross-check. MFU = samples/s x FLOPs per sample / the card's dense bf16 peak (H200: 989 TFLOP/s).
-The paper's full recipe (15,000 pairs x 150 epochs = 2.25M samples) is projected from the measured samples/s;
-without a GPU, the H200 time is projected from the FLOPs at assumed MFUs, and says so. The step uses batches
-already on the device; the trainer's DataLoader (collating 64 decoded pairs on the CPU) is timed on its own.
+- before: the step as the trainer ran it before issue 10 (commit 16abdc8), kept here only as the baseline: eager,
+  per-layer (p.float() - t.float()).abs().mean() under autograd, max_pool2d, the real face in NCHW.
+- convolutions alone: every Conv2d/ConvTranspose2d of the step with its shapes, bf16, channels_last, forward and
+  the backward the step needs (generator: input and weight gradients; VGG on the generated face: input gradient;
+  VGG on the real face: forward only). The step's time over this is how close it runs to the machine's limit.
+- loss_relative_difference: |loss(before) - loss(compiled)| / loss(before) on the first batch, same weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -28,211 +27,147 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+common.add_repo_to_path()
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-PAPER_SAMPLES = 15_000 * 150  # pairs x epochs
+from eye2face_hub.losses import EyeToFaceLoss, LossConfig, l1, std_loss  # noqa: E402
+from eye2face_hub.model import EyeToFace  # noqa: E402
+from eye2face_hub.training import TrainingStep, initialise_loss_scale  # noqa: E402
+from eye2face_hub.vgg import load_vgg19  # noqa: E402
+
 FEATURE_LAYERS = list(range(12))  # the shared VGG weights cover layers 0-11
 
 
-def layer_flops(model: nn.Module, make_input, backward_input_only: bool = False) -> int:
-    """2 x MACs of every Conv2d / ConvTranspose2d / Linear for one sample, from the shapes of one forward pass."""
-    total = 0
+def before_step(model, criterion, optimizer):
+    """The pre-issue-10 trainer step (baseline only)."""
+    c, f = criterion.config, criterion.feature
 
-    def hook(module, inputs, output):
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += 2 * output[0].numel() * k
-        elif isinstance(module, nn.ConvTranspose2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
-            total += 2 * inputs[0][0].numel() * k  # each input element scatters into a k-sized output patch
-        elif isinstance(module, nn.Linear):
-            total += 2 * module.in_features * module.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            make_input()
-    finally:
-        for h in handles:
-            h.remove()
-    return total
-
-
-def analytic_flops(preset: str, vgg=None) -> dict:
-    from eye2face_hub import EyeToFace
-
-    g = EyeToFace().eval()
-    f_g = layer_flops(g, lambda: g(torch.rand(1, 3, 32, 32)))
-    out = {"generator_forward": f_g, "generator_train": 3 * f_g}
-    if preset == "feature":
-        f_v = layer_flops(vgg, lambda: vgg(torch.rand(1, 3, 128, 128), FEATURE_LAYERS))
-        out.update(vgg_forward=f_v, vgg_train=3 * f_v)
-    out["per_training_sample"] = out["generator_train"] + out.get("vgg_train", 0)
-    return out
-
-
-def build(preset: str, batch: int, device, mixed_precision: str):
-    from accelerate import Accelerator
-
-    from eye2face_hub.data import to_unit
-    from eye2face_hub.losses import EyeToFaceLoss, LossConfig
-    from eye2face_hub.model import EyeToFace
-    from eye2face_hub.vgg import load_vgg19
-
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device.type == "cpu")
-    config = LossConfig.from_preset(preset, feature_layers=FEATURE_LAYERS, vgg_weights=str(common.VGG_FILE))
-    vgg = load_vgg19(config.vgg_weights, max_layer=max(config.feature_layers)) if config.uses_vgg else None
-    flops, counted = analytic_flops(preset, vgg), counted_flops(preset, vgg)
-    torch.manual_seed(0)
-    model = EyeToFace().to(memory_format=torch.channels_last)
-    criterion = EyeToFaceLoss(config, vgg)
-    g = torch.Generator().manual_seed(1)
-    eyes = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g).to(accelerator.device)
-    faces = torch.randint(0, 256, (batch, 3, 128, 128), dtype=torch.uint8, generator=g).to(accelerator.device)
-    if criterion.feature is not None:
-        criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
-        criterion.feature.to(accelerator.device)
-        fresh = EyeToFace().to(accelerator.device).train()
-        with torch.no_grad(), accelerator.autocast():
-            criterion.feature.initialise(fresh(to_unit(eyes)).float(), to_unit(faces))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
-
-    def step():
-        eye = to_unit(eyes).contiguous(memory_format=torch.channels_last)
-        face = to_unit(faces)
-        with accelerator.autocast():
-            terms = criterion(model(eye).float(), face)
-        accelerator.backward(terms["loss"])
+    def step(eyes, faces):
+        eye = eyes.float().div(255).contiguous(memory_format=torch.channels_last)
+        face = faces.float().div(255)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = model(eye).float()
+            loss = c.l1_weight * l1(pred, face) if c.l1_weight else 0
+            if f is not None:  # eager: the VGG's pools run max_pool2d, as nn.MaxPool2d did
+                with torch.no_grad():
+                    target = f.vgg(face, f.layers)
+                layer = torch.stack([(p.float() - t.float()).abs().mean() for p, t in zip(f.vgg(pred, f.layers), target)])
+                loss = loss + c.feature_weight * (f.weights * layer / f.l_initial).sum()
+            if c.std_weight:
+                loss = loss + c.std_weight * std_loss(pred, face)
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return terms["loss"]
+        return {"loss": loss}
 
-    return step, flops, counted, accelerator
+    return step
 
 
-def loader_ms_per_batch(batch: int, batches: int = 30) -> dict:
-    """The trainer's DataLoader (shuffled EyeFacePairs, num_workers=0) alone: ms to collate one batch on CPU."""
-    from eye2face_hub.data import EyeFacePairs
+def convolutions_alone(model: nn.Module, vgg, batch: int):
+    """A callable that runs the step's convolutions only (see the module docstring)."""
+    jobs = []
 
-    pairs = EyeFacePairs.__new__(EyeFacePairs)  # decoded tensors as EyeFacePairs holds them, without a dataset
-    g = torch.Generator().manual_seed(2)
-    n = batch * batches
-    pairs.eyes = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    pairs.faces = torch.randint(0, 256, (n // 2, 3, 128, 128), dtype=torch.uint8, generator=g)
-    loader = torch.utils.data.DataLoader(pairs, batch_size=batch, shuffle=True, drop_last=True)
-    times, t = [], time.perf_counter()
-    for _ in loader:
-        times.append(time.perf_counter() - t)
+    def record(module, x, grads):
+        jobs.append((module, x[0].shape, grads))
+
+    def collect(net, run, grads):
+        handles = [m.register_forward_hook(lambda m, x, y, g=grads: record(m, x, g))
+                   for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        with torch.no_grad():
+            run()
+        for h in handles:
+            h.remove()
+
+    collect(model, lambda: model(torch.rand(batch, 3, 32, 32)), (True, True))
+    if vgg is not None:
+        collect(vgg, lambda: vgg(torch.rand(batch, 3, 128, 128), FEATURE_LAYERS), (True, False))
+        collect(vgg, lambda: vgg(torch.rand(batch, 3, 128, 128), FEATURE_LAYERS), (False, False))
+    cl, bf = torch.channels_last, torch.bfloat16
+    prepared = []
+    for m, shape, (input_grad, weight_grad) in jobs:
+        x = torch.randn(shape).to(bf).contiguous(memory_format=cl).requires_grad_(input_grad)
+        w = m.weight.detach().to(bf).contiguous(memory_format=cl).requires_grad_(weight_grad)
+        conv = F.conv_transpose2d if isinstance(m, nn.ConvTranspose2d) else F.conv2d
+        prepared.append((conv, x, w, m.stride, m.padding, input_grad or weight_grad))
+
+    def run():
+        for conv, x, w, stride, padding, backward in prepared:
+            if backward:
+                y = conv(x, w, None, stride, padding)
+                y.backward(torch.ones_like(y))
+            else:
+                with torch.no_grad():
+                    conv(x, w, None, stride, padding)
+
+    return run, len(jobs)
+
+
+def measure(preset: str, batch: int, repeat: int, compile: bool) -> dict:
+    config = LossConfig.from_preset(preset, feature_layers=FEATURE_LAYERS, vgg_weights=str(common.VGG_FILE))
+    vgg = load_vgg19(config.vgg_weights, max_layer=11).to(memory_format=torch.channels_last) if config.uses_vgg else None
+    criterion = EyeToFaceLoss(config, vgg)
+    g = torch.Generator().manual_seed(1)
+    eyes = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g)
+    faces = torch.randint(0, 256, (batch, 3, 128, 128), dtype=torch.uint8, generator=g)
+    initialise_loss_scale(criterion, eyes, faces, build_generator=EyeToFace, seed=0, mixed_precision="bf16")
+    torch.manual_seed(0)
+    start = EyeToFace().to(memory_format=torch.channels_last).train()
+
+    def fresh():
+        model = copy.deepcopy(start)
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    steps = {"before": before_step(*_with(fresh(), criterion)),
+             "eager": TrainingStep(*_with(fresh(), criterion), mixed_precision="bf16")}
+    if compile:
+        steps["compiled"] = TrainingStep(*_with(fresh(), criterion), mixed_precision="bf16", compile=True)
+    first_loss = {}
+    compile_s = None
+    for name, step in steps.items():  # the first call: same weights, same batch; compiles
         t = time.perf_counter()
-    return common.stats(times, 1000)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def measure(preset: str, batch: int, steps: int, warmup: int, device, mixed_precision: str) -> dict:
-    step, flops, counted, accelerator = build(preset, batch, device, mixed_precision)
-    for _ in range(warmup):
-        step().item()
-    sync(device)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        loss = step()
-        loss.item()  # the step is done (host sync), as at the trainer's logging steps
-        sync(device)
-        times.append(time.perf_counter() - t)
-    st = common.stats(times, 1000)
-    samples_per_s = batch / (st["median"] / 1000)
+        first_loss[name] = step(eyes, faces)["loss"].item()
+        if name == "compiled":
+            compile_s = round(time.perf_counter() - t, 1)
+    fns = {name: (lambda s=step: s(eyes, faces)["loss"].item()) for name, step in steps.items()}
+    fns["convolutions_alone"], n_convs = convolutions_alone(start, vgg, batch)
+    times = common.interleaved(fns, repeat=repeat, warmup=1)
+    ms = {name: common.stats(t, 1000) for name, t in times.items()}
+    median = {name: s["median"] for name, s in ms.items()}
+    fastest = min((n for n in steps if n != "before"), key=median.get)
     r = {
-        "preset": preset,
-        "batch": batch,
-        "mixed_precision": accelerator.mixed_precision,
-        "device": str(device),
-        "step_ms": st,
-        "samples_per_s": round(samples_per_s, 2),
-        "flops": flops,
-        "flop_counter_per_sample": counted,
-        "achieved_tflops": round(samples_per_s * flops["per_training_sample"] / 1e12, 4),
-        "paper_recipe_hours_at_this_rate": round(PAPER_SAMPLES / samples_per_s / 3600, 2),
+        "preset": preset, "batch": batch, "mixed_precision": "bf16", "step_ms": ms,
+        "samples_per_s": {n: round(batch / (m / 1000), 2) for n, m in median.items()},
+        "speedup_over_before": {n: round(median["before"] / median[n], 2) for n in steps if n != "before"},
+        "step_over_convolutions_alone": {n: round(median[n] / median["convolutions_alone"], 2) for n in steps},
+        "convolutions": n_convs,
+        "first_batch_loss": first_loss,
+        "fastest": fastest,
+        "compile_s": compile_s,
     }
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(0)
-        peak = next((v for k, v in common.PEAKS.items() if k in name), None)
-        r["gpu"] = name
-        r["peak_flops"] = peak
-        if peak:
-            r["mfu"] = round(samples_per_s * flops["per_training_sample"] / peak, 4)
-        r["paper_recipe_minutes"] = round(PAPER_SAMPLES / samples_per_s / 60, 2)
-        r["target_minutes"] = 10
-        r["target_met"] = r["paper_recipe_minutes"] < 10
+    if "compiled" in first_loss:
+        r["loss_relative_difference"] = abs(first_loss["compiled"] - first_loss["before"]) / abs(first_loss["before"])
     return r
 
 
-def counted_flops(preset: str, vgg) -> int | None:
-    """FLOPs of one sample's training step (forward and backward) by torch.utils.flop_counter: a cross-check."""
-    try:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        from eye2face_hub import EyeToFace
-
-        g = EyeToFace().train()
-        eye, face = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 128, 128)
-        with FlopCounterMode(display=False) as counter:
-            pred = g(eye)
-            if vgg is not None:
-                with torch.no_grad():
-                    target = vgg(face, FEATURE_LAYERS)
-                loss = sum((p - t).abs().mean() for p, t in zip(vgg(pred, FEATURE_LAYERS), target))
-            else:
-                loss = (pred - face).abs().mean()
-            loss.backward()
-        return int(counter.get_total_flops())
-    except Exception:  # the cross-check is optional
-        return None
-
-
-def h200_projection(flops_per_sample: float) -> dict:
-    """Without a GPU here: the paper recipe's wall time on one H200 at assumed MFUs (a projection, not a measurement)."""
-    total = PAPER_SAMPLES * flops_per_sample
-    out = {"peak_flops": common.H200_BF16_DENSE_PEAK, "peak_source": "NVIDIA H200 SXM datasheet, dense BF16 989 TFLOP/s",
-           "total_flops": total}
-    for mfu in (0.05, 0.1, 0.2, 0.3, 0.4):
-        out[f"minutes_at_mfu_{mfu:g}"] = round(total / (common.H200_BF16_DENSE_PEAK * mfu) / 60, 2)
-    out["mfu_needed_for_10_minutes"] = round(total / (common.H200_BF16_DENSE_PEAK * 600), 4)
-    return out
+def _with(model_and_optimizer, criterion):
+    model, optimizer = model_and_optimizer
+    return model, criterion, optimizer
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["l1", "feature"], choices=["l1", "feature"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 8 for l1, 3 for feature on CPU; 50 on GPU)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=5, help="timed rounds (each runs every variant once)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
-    p.add_argument("--cpu", action="store_true", help="measure on CPU even where there is a GPU")
+    p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     threads = common.set_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    runs = []
-    for preset in args.presets:
-        steps = args.steps or (50 if device.type == "cuda" else {"l1": 8, "feature": 3}[preset])
-        runs.append(measure(preset, args.batch_size, steps, args.warmup if device.type == "cpu" else 10, device,
-                            args.mixed_precision))
-    result = {"bench": "train", "machine": common.machine_info(threads), "paper_recipe_samples": PAPER_SAMPLES, "runs": runs,
-              "dataloader_ms_per_batch": loader_ms_per_batch(args.batch_size)}
-    if device.type != "cuda":
-        result["h200_projection_not_measured"] = {
-            r["preset"]: h200_projection(r["flops"]["per_training_sample"]) for r in runs
-        }
+    runs = [measure(preset, args.batch_size, args.repeat, args.compile) for preset in args.presets]
+    result = {"bench": "train", "machine": common.machine_info(threads), "runs": runs}
     common.write_json(result, args.out)
     return result
 

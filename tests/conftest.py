@@ -1,18 +1,11 @@
+"""Shared fixtures. Shared paths live in tests/paths.py, the trainer helper in tests/training_run.py."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CELEBA = SHARED / "data" / "celeba256"
-VGG_FILE = SHARED / "vgg19" / "vgg19-caffe-conv1_1-conv3_4.safetensors"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is missing: these tests need ../shared beside the checkout")
-    return path
+from .paths import CELEBA, REPO, SHARED, VGG_FILE, need  # noqa: F401  (re-exported for older imports)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from eye2face_hub import EyeToFace
 from eye2face_hub.cli import main as cli
 from eye2face_hub.evaluate import RunningMoments, frechet_distance
 
-from .conftest import VGG_FILE, need
+from .paths import VGG_FILE, need
 
 
 def test_running_moments_match_torch():

@@ -1,10 +1,6 @@
 """The trainer as users launch it: accelerate launch, 2 CPU ranks, stop and resume."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,24 +8,15 @@ from safetensors.torch import load_file
 
 from eye2face_hub import EyeToFace
 
-from .conftest import REPO, VGG_FILE, need
+from .paths import VGG_FILE, need
+from .training_run import ACCELERATE
+from .training_run import train as run_trainer
 
 pytestmark = pytest.mark.slow
-TRAIN = str(REPO / "train_accelerate.py")
-ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 
-def run(cmd: list[str], **env) -> str:
-    proc = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
-
-
-def train(data, out, *extra, launcher=(sys.executable,), **env) -> str:
-    args = ["--data", str(data), "--output-dir", str(out), "--batch-size", "4", "--report-to", "none", "--logging-steps", "1"]
-    return run([*launcher, TRAIN, *args, *extra], **env)
+def train(data, out, *extra, **kwargs) -> str:
+    return run_trainer(data, out, "--batch-size", "4", *extra, **kwargs)
 
 
 def test_two_cpu_ranks_see_different_data_and_end_identical(prepared_pairs, tmp_path):

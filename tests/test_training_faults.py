@@ -18,24 +18,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import REPO, VGG_FILE, need
+from .paths import REPO, VGG_FILE, need
+from .training_run import env, train_command
+from .training_run import train as run_trainer
 
 pytestmark = pytest.mark.slow
-TRAIN = str(REPO / "train_accelerate.py")
-COMMON = ["--report-to", "none", "--batch-size", "4", "--preset", "l1", "--logging-steps", "1", "--seed", "5"]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+COMMON = ["--batch-size", "4", "--preset", "l1", "--seed", "5"]
 
 
 def train(data, out, *extra) -> str:
-    proc = subprocess.run(
-        [sys.executable, TRAIN, "--data", str(data), "--output-dir", str(out), *COMMON, *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env(),
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
+    return run_trainer(data, out, *COMMON, *extra)
 
 
 def complete_checkpoints(out: Path) -> list[int]:
@@ -51,8 +43,7 @@ def test_sigkill_mid_run_resumes_from_the_last_complete_checkpoint(prepared_pair
     log_file = tmp_path / "killed.log"
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, TRAIN, "--data", str(prepared_pairs), "--output-dir", str(out), *COMMON,
-             "--checkpointing-steps", str(every), "--max-steps", "100000"],
+            train_command(prepared_pairs, out, *COMMON, "--checkpointing-steps", str(every), "--max-steps", "100000"),
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env(),
         )
         try:
@@ -238,7 +229,7 @@ def small_datasets(prepared_pairs, celeba_sample, tmp_path_factory):
 
 def test_bad_weights_and_data_fail_at_start_with_a_clear_message(prepared_pairs, small_datasets, tmp_path):
     vgg = str(need(VGG_FILE))  # VGG19 weights up to layer 11 (block3_pool)
-    base = ["--output-dir", str(tmp_path / "out"), *COMMON, "--max-steps", "2"]
+    base = ["--output-dir", str(tmp_path / "out"), *COMMON, "--max-steps", "2", "--no-compile"]
     cases = {
         "layer 12 of an 11-layer VGG": (
             ["--data", str(prepared_pairs), *base, "--preset", "feature", "--feature-layers", "0-12", "--vgg-weights", vgg],

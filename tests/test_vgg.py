@@ -4,7 +4,7 @@ from safetensors.torch import save_file
 
 from eye2face_hub.vgg import KERAS_LAYER_NAMES, N_LAYERS, VGG19Features, load_vgg19
 
-from .conftest import VGG_FILE, need
+from .paths import VGG_FILE, need
 
 
 def test_keras_layer_names():
