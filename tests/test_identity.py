@@ -1,0 +1,100 @@
+"""The identity judge: dlib's ResNet face descriptor on aligned faces, and the metrics built on it."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from eye2face_hub import identity
+
+
+def need_dlib():
+    missing = identity.available()
+    if missing:
+        pytest.skip(f"identity block not installed: {missing}")
+
+
+@pytest.fixture(scope="module")
+def real_faces(prepared_pairs) -> torch.Tensor:
+    """Aligned 128x128 face crops of the shared CelebA sample, as evaluate sees them (uint8, N x 3 x 128 x 128)."""
+    from eye2face_hub.data import EyeFacePairs, load_pairs
+
+    faces = EyeFacePairs(load_pairs(str(prepared_pairs)), progress=False).faces
+    assert len(faces) >= 8
+    return faces[:8]
+
+
+def test_metrics_hand_computed():
+    # Real faces on a line at 0, 1, 3 (1-D descriptors); generated faces at 0.2 (owner 0), 2.9 (owner 1), 0.9 (owner 2).
+    real = np.array([[0.0], [1.0], [3.0]])
+    generated = np.array([[0.2], [2.9], [0.9]])
+    m = identity.identity_metrics(generated, real, [0, 1, 2])
+    own = np.array([0.2, 1.9, 2.1])
+    others = np.array([(0.8 + 2.8) / 2, (2.9 + 0.1) / 2, (0.9 + 0.1) / 2])
+    assert m["distance_own"] == pytest.approx(own.mean())
+    assert m["distance_others"] == pytest.approx(others.mean())
+    assert m["within_same_person"] == pytest.approx(1 / 3)  # only 0.2 is within 0.6
+    # ranks of the own face: 0 (nearest), 1 (3.0 is nearer than 1.0), 2 (0 and 1 are nearer than 3.0)
+    assert m["top1"] == pytest.approx(1 / 3)
+    assert m["top5"] == pytest.approx(1.0)
+    assert m["spread"] == pytest.approx((2.7 + 0.7 + 2.0) / 3)
+    assert identity.spread(real) == pytest.approx((1 + 3 + 2) / 3)
+
+
+def test_generated_equal_to_real_is_a_perfect_match():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(6, 128))
+    generated = np.repeat(real, 2, axis=0)  # both eyes of each photo give exactly its real face
+    m = identity.identity_metrics(generated, real, np.arange(12) // 2)
+    assert m["distance_own"] == pytest.approx(0, abs=1e-9) and m["within_same_person"] == 1.0
+    assert m["top1"] == 1.0 and m["distance_others"] > 10
+    with pytest.raises(ValueError, match="owner"):
+        identity.identity_metrics(generated, real, np.arange(11))
+    with pytest.raises(ValueError, match="at least 2"):
+        identity.spread(real[:1])
+
+
+def test_unavailable_says_how_to_install(monkeypatch):
+    identity.recogniser.cache_clear()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
+    try:
+        message = identity.available()
+        assert message and 'pip install -e ".[eval]"' in message
+        with pytest.raises(identity.IdentityUnavailable):
+            identity.descriptors(np.zeros((1, 128, 128, 3), np.uint8))
+    finally:
+        identity.recogniser.cache_clear()
+
+
+def test_spread_of_one_face_repeated_is_zero(real_faces):
+    need_dlib()
+    one = identity.descriptors(real_faces[:1].repeat(4, 1, 1, 1))
+    assert one.shape == (4, 128)
+    assert identity.spread(one) == pytest.approx(0, abs=1e-6)
+    assert identity.spread(identity.descriptors(real_faces)) > 0.3  # different people are far apart
+
+
+def test_face_is_closer_to_its_mirror_image_than_to_other_faces(real_faces):
+    need_dlib()
+    faces = identity.descriptors(real_faces)
+    mirrors = identity.descriptors(real_faces.flip(-1))
+    to_mirrors = identity.distances(faces, mirrors)
+    own = np.diag(to_mirrors)
+    others = identity.distances(faces, faces) + np.diag(np.full(len(faces), np.inf))
+    assert (own < others.min(1)).all(), (own, others.min(1))
+    assert (own < identity.SAME_PERSON).all()  # dlib calls a face and its mirror image the same person
+    # the same as metrics: each mirror image retrieves its own face among all real faces
+    m = identity.identity_metrics(mirrors, faces, np.arange(len(faces)))
+    assert m["top1"] == 1.0 and m["within_same_person"] == 1.0 and m["distance_own"] < m["distance_others"]
+
+
+def test_descriptors_take_tensors_and_arrays_alike(real_faces):
+    need_dlib()
+    as_uint8 = identity.descriptors(real_faces[:2])
+    as_unit = identity.descriptors(real_faces[:2].float() / 255)
+    as_arrays = identity.descriptors(list(real_faces[:2].permute(0, 2, 3, 1).numpy()))
+    np.testing.assert_allclose(as_unit, as_uint8, atol=1e-6)
+    np.testing.assert_allclose(as_arrays, as_uint8, atol=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        identity.descriptors([np.zeros((128, 128), np.uint8)])
