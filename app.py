@@ -1,10 +1,15 @@
-"""eye2face demo: a whole face from a crop of one eye, L1 loss vs feature loss side by side (Gradio).
+"""eye2face demo: a whole face from a crop of one eye, each model's face side by side (Gradio).
 
     python app.py        # http://127.0.0.1:$GRADIO_SERVER_PORT (default 7860)
 
-Models: the Hub repos (or local folders) named by EYE2FACE_L1_MODEL and EYE2FACE_FEATURE_MODEL; when unset or
-unreachable (one quick request, no retries), the weights bundled in weights/eye2face-l1 and weights/eye2face-feature.
-The same file runs as a Hugging Face Space. Everything else (detection, cropping, generation) is eye2face_hub.
+Models: one entry per model in MODELS (a Hub repo or local folder named by its environment variable; when unset or
+unreachable, one quick request and no retries, its folder bundled in weights/). Every handler loops over MODELS, so
+a model is added with one entry there. The same file runs as a Hugging Face Space. Everything else (detection,
+cropping, generation) is eye2face_hub.
+
+A request answers with one labelled comparison image, a lossless PNG: a row per eye used, with the eye crop, each
+model's face and the real face. The page adds the photo with the boxes it found, a download button and a status
+that stays until the next request; API clients get the boxes and the tile positions as JSON instead of the photo.
 """
 
 from __future__ import annotations
@@ -16,47 +21,71 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import base64  # noqa: E402
-import io  # noqa: E402
+import functools  # noqa: E402
 import logging  # noqa: E402
-import types  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gradio.processing_utils import hash_bytes  # noqa: E402
+from gradio.context import LocalContext  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from eye2face_hub import Eye2FaceError, EyeToFace, EyeToFacePipeline, InvalidImageError, NoEyeError, NoFaceError  # noqa: E402
-from eye2face_hub.data import EYE_SIZE  # noqa: E402
-from eye2face_hub.pipeline import comparison_grid, load_photo  # noqa: E402
+from eye2face_hub import (  # noqa: E402
+    Eye2FaceError,
+    EyeToFace,
+    EyeToFacePipeline,
+    InvalidImageError,
+    NoEyeError,
+    NoFaceError,
+)
+from eye2face_hub.data import EYE_SIZE, FACE_SIZE  # noqa: E402
+from eye2face_hub.pipeline import MAX_DETECT_SIDE, PhotoResult, load_photo  # noqa: E402
 
 log = logging.getLogger("eye2face.app")
 
 ROOT = Path(__file__).resolve().parent
 WEIGHTS_DIR = Path(os.environ.get("EYE2FACE_WEIGHTS_DIR") or ROOT / "weights")
 EXAMPLES_DIR = ROOT / "examples"
-# pipeline name -> (what the person reads, environment variable naming a Hub repo or folder, bundled folder)
-MODELS = {
-    "l1": ("L1 loss", "EYE2FACE_L1_MODEL", "eye2face-l1"),
-    "feature": ("Feature loss", "EYE2FACE_FEATURE_MODEL", "eye2face-feature"),
+
+
+class ModelSpec(NamedTuple):
+    label: str  # what the person reads: the comparison's column header and the "weights loaded" line
+    env_var: str  # names a Hub repo id or a folder to load instead of the bundled weights
+    folder: str  # the bundled weights: a folder in WEIGHTS_DIR
+
+
+# The models the app compares, in the order of the comparison's columns: adding a model is one entry here.
+MODELS: dict[str, ModelSpec] = {
+    "l1": ModelSpec("L1 loss", "EYE2FACE_L1_MODEL", "eye2face-l1"),
+    "feature": ModelSpec("feature loss", "EYE2FACE_FEATURE_MODEL", "eye2face-feature"),
 }
 # Uploads, webcam snapshots and results are deleted from the server this long after they were written.
 CACHE_SECONDS = max(1, int(os.environ.get("EYE2FACE_CACHE_SECONDS", "300")))
+# Requests waiting beyond this many get Gradio's "queue is full" answer. 100 covers a burst of 50 visitors at once
+# with room to spare; at the ~0.1-0.2 s a request takes on a 2-vCPU Space, the last in line waits 10-20 s.
+QUEUE_SIZE = 100
 MIN_EYE_CROP = 8  # pixels; the eye boxes the Haar detector finds in photos are often smaller than the 32 the models take
-EYE_CHOICES = [("Both eyes", "both"), ("Left eye (as seen in the photo)", "left"), ("Right eye (as seen in the photo)", "right")]
-# zlib level of the output PNGs: lossless at any level; 1 encodes several times faster than Pillow's default (6)
-# for files 10-20% larger (bench/README.md).
-PNG_COMPRESS_LEVEL = 1
-ERROR_TITLES = {InvalidImageError: "Not a usable image", NoFaceError: "No face found", NoEyeError: "No eye found"}
+EYE_CHOICES = [("Both eyes", "both"), ("Left eye", "left"), ("Right eye", "right")]  # left and right as seen in the photo
+# Output PNGs (lossless at any setting): zlib level 1 with the run-length strategy, by OpenCV. On a 640x640 photo
+# 21 ms and 566 kB, against 33 ms and 634 kB for Pillow at level 1 and 129 ms for Gradio's default (level 6).
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+# The comparison image: TILE x TILE tiles GAP apart, under a HEADER of column labels; each row starts with a
+# CAPTION line. Eye crops are scaled up with nearest neighbour (each pixel a block), faces are shown as generated.
+TILE, GAP, HEADER, CAPTION = FACE_SIZE, 4, 24, 20
+EYE_LABEL = "eye crop (32x32)"
 
 ABOUT = """
 **What it does.** A small convolutional autoencoder turns a 32x32 crop of **one eye** into a 128x128 face,
-after *From an Eye to a Face* (Tse, Jok, Ng, Lee). Two models with the same architecture are compared: one trained
+after *From an Eye to a Face* (Tse, Jok, Ng, Lee). Models with the same architecture are compared: one trained
 with a plain **L1 (pixel) loss**, which gives blurry average faces, and one trained with a **feature loss** (differences
 of VGG19 activations, plus a standard-deviation term), which gives sharper, more face-like results.
 The app finds the face and the eyes with OpenCV Haar cascades, draws the boxes it used on the photo, and shows the
@@ -76,7 +105,8 @@ Trained weights: CelebA, non-commercial research use only.
 ABOUT = ABOUT.replace("{retention}", f"{-(-(CACHE_SECONDS + min(60, CACHE_SECONDS)) // 60)} minute(s)")
 
 CSS = """
-.pixelated img { image-rendering: pixelated; width: 128px; height: 128px; object-fit: contain; }
+.pixelated img { image-rendering: pixelated; }
+#comparison img, #live-comparison img { image-rendering: pixelated; }
 """
 
 
@@ -98,7 +128,7 @@ def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None
         try:
             return EyeToFace.from_pretrained(wanted), f"{kind} `{wanted}` (from {env_var})"
         except Exception as e:  # unreachable, missing, private, damaged: the bundled weights serve instead
-            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            reason = f"{type(e).__name__}: {_whole_sentences(str(e))}".rstrip(": ")
             fallback = f"; `{wanted}` from {env_var} could not be loaded ({reason})"
             log.warning("%s=%s could not be loaded (%s); using %s", env_var, wanted, reason, bundled)
     if not (bundled / "model.safetensors").is_file():
@@ -107,11 +137,20 @@ def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None
     return EyeToFace.from_pretrained(str(bundled)), f"bundled `{shown}`{fallback}"
 
 
+def _whole_sentences(text: str, limit: int = 600) -> str:
+    """`text` on one line; if longer than `limit`, cut at the end of a sentence, never in the middle of one."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.;)](?=\s)", text[:limit])]
+    return text[: ends[-1]] + " [...]" if ends else text
+
+
 def load_pipeline(env: Mapping[str, str] | None = None, weights_dir: Path = WEIGHTS_DIR) -> tuple[EyeToFacePipeline, dict[str, str]]:
-    """The two-model pipeline ("l1", "feature") and, per model, a line saying which weights were loaded."""
+    """The pipeline of every model in MODELS and, per model, a line saying which weights were loaded."""
     models, sources = {}, {}
-    for name, (_, env_var, folder) in MODELS.items():
-        models[name], sources[name] = load_model(env_var, weights_dir / folder, env)
+    for name, spec in MODELS.items():
+        models[name], sources[name] = load_model(spec.env_var, weights_dir / spec.folder, env)
         preset = (models[name].loss_config or {}).get("preset")
         if preset and preset != name:
             sources[name] += f" (warning: its config.json says it was trained with the {preset!r} preset)"
@@ -120,7 +159,81 @@ def load_pipeline(env: Mapping[str, str] | None = None, weights_dir: Path = WEIG
     return EyeToFacePipeline(models), sources
 
 
-# -------------------------------------------------------------------------------------------------------- handlers
+# ---------------------------------------------------------------------------------------------- refusals, logging
+
+
+class Refusal(Exception):
+    """A request the app cannot serve: what the person reads (a title and a message) and a kind for the log."""
+
+    def __init__(self, title: str, message: str, kind: str):
+        super().__init__(message)
+        self.title, self.message, self.kind = title, message, kind
+
+    def for_api(self) -> gr.Error:
+        """For API clients: an error with this title (gradio_client raises AppError); no traceback in the log."""
+        return gr.Error(self.message, title=self.title, print_exception=False)
+
+    def for_page(self) -> str:
+        """For the page: the status area, where it stays until the next request."""
+        return f"### ⚠️ {self.title}\n{self.message}"
+
+
+# Error class -> (title, kind for the log). The kind, never the message (which may name the file), is logged.
+REFUSALS = {InvalidImageError: ("Not a usable image", "invalid_image"), NoFaceError: ("No face found", "no_face"),
+            NoEyeError: ("No eye found", "no_eye")}
+INTERNAL = Refusal("Something went wrong", "The server could not process this request; please try again.", "internal")
+
+
+def _refusal(e: Eye2FaceError) -> Refusal:
+    title, kind = next((v for cls, v in REFUSALS.items() if isinstance(e, cls)), ("Cannot use this image", "unusable"))
+    return Refusal(title, _sentence(str(e)), kind)
+
+
+def _sentence(text: str) -> str:
+    """A message as a sentence: capitalised unless it starts with a name ("empty.jpg is empty"), with a full stop."""
+    if text.split(" ", 1)[0].isalpha():
+        text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _queue_wait_ms() -> float | None:
+    """How long the request being served waited in Gradio's queue (None outside a queued event)."""
+    try:
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        event = blocks._queue.event_ids_to_events[event_id]  # Gradio's own record of the request
+        return (time.monotonic() - event.enqueue_time) * 1000
+    except Exception:  # not queued (called directly), or Gradio's internals moved: the log line says "-"
+        return None
+
+
+def _served(endpoint: str, work: Callable, *args):
+    """work(*args), logging one line: endpoint, outcome (ok or the kind of error), milliseconds, queue wait.
+
+    Never the input, the output or a file name. The person's errors become Refusals; anything else is logged with
+    its traceback (not its message, which may hold a file name) and becomes the INTERNAL refusal.
+    """
+    waited = _queue_wait_ms()
+    start = time.perf_counter()
+    outcome = "ok"
+    try:
+        return work(*args)
+    except Refusal as r:
+        outcome = f"error:{r.kind}"
+        raise
+    except Eye2FaceError as e:
+        r = _refusal(e)
+        outcome = f"error:{r.kind}"
+        raise r from None
+    except Exception as e:
+        outcome = "error:internal"
+        log.error("%s failed: %s\n%s", endpoint, type(e).__name__, "".join(traceback.format_tb(e.__traceback__)).rstrip())
+        raise INTERNAL from None
+    finally:
+        log.info("endpoint=%s outcome=%s ms=%.0f queue_wait_ms=%s", endpoint, outcome,
+                 (time.perf_counter() - start) * 1000, "-" if waited is None else f"{waited:.0f}")
+
+
+# ---------------------------------------------------------------------------------------------------------- images
 
 
 def _photo_source(payload, what: str = "photo") -> str | bytes:
@@ -130,7 +243,7 @@ def _photo_source(payload, what: str = "photo") -> str | bytes:
     (and EXIF rotation, alpha and 16-bit handling) rather than a generic processing error.
     """
     if payload is None:
-        raise _error(f"Add a {what} first: upload one or paste one.", "Nothing to work on")
+        raise Refusal("Nothing to work on", f"Add a {what} first: upload one or paste one.", "no_input")
     if isinstance(payload, (str, Path)):
         return str(payload)
     url = payload.get("url") or ""
@@ -138,215 +251,314 @@ def _photo_source(payload, what: str = "photo") -> str | bytes:
         try:
             return base64.b64decode(url.partition(",")[2], validate=True)
         except ValueError:
-            raise _error(f"The {what} arrived damaged; please try again.", "Not a usable image") from None
+            raise Refusal("Not a usable image", f"The {what} arrived damaged; please try again.", "damaged") from None
     path = payload.get("path")
     if not path:
-        raise _error(f"The {what} did not reach the server; please add it again.", "Nothing to work on")
+        raise Refusal("Nothing to work on", f"The {what} did not reach the server; please add it again.", "no_input")
     if not os.path.exists(path):
-        raise _error(f"This {what} is no longer on the server (files are deleted after {CACHE_SECONDS} s); add it again.",
-                     "Please add it again")
+        raise Refusal("Please add it again", f"This {what} is no longer on the server (files are deleted after "
+                      f"{CACHE_SECONDS} s); add it again.", "expired")
     return path
 
 
-def _error(message: str, title: str) -> gr.Error:
-    """A message for the person in front of the page; not a server fault, so no traceback in the log."""
-    return gr.Error(message, title=title, print_exception=False)
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
 
 
-def _user_error(e: Eye2FaceError) -> gr.Error:
-    message = str(e)
-    return _error(message[:1].upper() + message[1:] + ".", ERROR_TITLES.get(type(e), "Cannot use this image"))
+@functools.lru_cache(maxsize=64)
+def _text_strip(text: str | tuple[str, ...], width: int, height: int) -> np.ndarray:
+    """A white strip with `text` (a caption; or a label per column, for a tuple), drawn once and reused."""
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    for x, label, room, color, size in (
+        [(c * (TILE + GAP), label, TILE, (0, 0, 0), 14) for c, label in enumerate(text)] if isinstance(text, tuple)
+        else [(0, text, width, (90, 90, 90), 13)]
+    ):
+        while size > 8 and draw.textlength(label, font=_font(size)) > room - 4:
+            size -= 1
+        draw.text((x + 2, 3), label, fill=color, font=_font(size))
+    strip = np.asarray(strip)
+    strip.setflags(write=False)  # shared by every request
+    return strip
 
 
-def _grid(result) -> np.ndarray:
-    """The downloadable summary: one row per eye used, eye crop | L1 face | feature face | real face."""
-    return comparison_grid(
-        [[r.eye for r in result.eyes], [r.faces["l1"] for r in result.eyes],
-         [r.faces["feature"] for r in result.eyes], [result.real_face] * len(result.eyes)],
-        ["eye crop", "L1 loss", "feature loss", "real face"],
-    )
+def tile_origin(row: int, column: int) -> tuple[int, int]:
+    """Where the tile of `row` and `column` starts (x, y) in a comparison image."""
+    return column * (TILE + GAP), HEADER + row * (CAPTION + TILE) + CAPTION
 
 
-def _save_png(image: np.ndarray, name: str) -> str:
-    """A PNG file in Gradio's cache (so that `delete_cache` removes it with the rest) for a download button."""
+def tile_boxes(rows: int, columns: int) -> list[list[list[int]]]:
+    """[x, y, width, height] of every tile, per row and column: comparison[y:y + height, x:x + width] is one image."""
+    return [[[*tile_origin(r, c), TILE, TILE] for c in range(columns)] for r in range(rows)]
+
+
+def comparison_image(rows: list[tuple[str, list[np.ndarray]]], labels: list[str]) -> np.ndarray:
+    """One labelled image: a header with a label per column, then per row a caption and one tile per column.
+
+    Tiles smaller than TILE (eye crops) are scaled up with nearest neighbour, so every pixel stays visible and exact.
+    """
+    width = len(labels) * (TILE + GAP) - GAP
+    canvas = np.full((HEADER + len(rows) * (CAPTION + TILE), width, 3), 255, np.uint8)
+    canvas[:HEADER] = _text_strip(tuple(labels), width, HEADER)
+    for r, (caption, tiles) in enumerate(rows):
+        if len(tiles) != len(labels):
+            raise ValueError(f"row {r} has {len(tiles)} tiles for {len(labels)} columns")
+        y = tile_origin(r, 0)[1]
+        canvas[y - CAPTION : y] = _text_strip(caption, width, CAPTION)
+        for c, tile in enumerate(tiles):
+            if tile.shape[:2] != (TILE, TILE):
+                tile = cv2.resize(tile, (TILE, TILE), interpolation=cv2.INTER_NEAREST)
+            x = tile_origin(r, c)[0]
+            canvas[y : y + TILE, x : x + TILE] = tile
+    return canvas
+
+
+def _cache_png(image: np.ndarray, name: str) -> str:
+    """`image` (RGB) as a PNG file in Gradio's cache (delete_cache removes it with the rest), in a folder of its own.
+
+    Returned as a path, which Gradio serves as it is: no second encoding, and no other request ever writes to it.
+    """
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), PNG_PARAMS)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
     folder = Path(get_upload_folder()) / f"eye2face-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     path = folder / name
-    Image.fromarray(image).save(path, compress_level=PNG_COMPRESS_LEVEL)
+    path.write_bytes(data.tobytes())
     return str(path)
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
-
-
-def _postprocess_png(image: gr.Image, value):
-    """gr.Image.postprocess, with arrays written as PNG at PNG_COMPRESS_LEVEL into Gradio's cache as Gradio does.
-
-    Gradio's own PNG encoding (Pillow's default zlib level 6) was half of a request's time (bench/README.md).
-    (Set on the instance: a gr.Image subclass would make Gradio write an app.pyi stub beside app.py.)
-    """
-    if isinstance(value, np.ndarray) and value.dtype == np.uint8:
-        data = _png_bytes(value)
-        path = Path(image.GRADIO_CACHE) / hash_bytes(data) / "image.png"
-        if path.exists():
-            # Named by its content, so it is this image, and another request may be downloading it: never rewrite
-            # it in place (Gradio does, and concurrent downloads of the same result then break off). Touch it, so
-            # that delete_cache (by age) does not remove it before this request's download.
-            try:
-                os.utime(path)
-            except OSError:
-                pass
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging = path.with_name(f".image.png.{uuid.uuid4().hex}")
-            staging.write_bytes(data)
-            os.replace(staging, path)  # atomic: a reader sees the whole file or none
-        value = str(path)
-    return gr.Image.postprocess(image, value)
-
-
-def _status(lines: list[str]) -> str:
+def _bullets(lines: list[str]) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
+def _where(box) -> str:
+    x, y, w, h = box
+    return f"x={x}, y={y} ({w}x{h} px)"
+
+
+# -------------------------------------------------------------------------------------------------------- handlers
+
+
 class Handlers:
-    """The handlers behind the UI and its API, around one pipeline."""
+    """The handlers behind the page and its API, around one pipeline with the models of MODELS.
+
+    Each endpoint has an API form (generate, generate_from_eye: a refusal raises gr.Error, which API clients get as
+    an error with its title) and a page form (*_page: a refusal clears the earlier result and shows the reason in the
+    status area, where it stays until the next request). The webcam stream never raises.
+    """
 
     def __init__(self, pipeline: EyeToFacePipeline, sources: dict[str, str]):
         if set(pipeline.models) != set(MODELS):
             raise ValueError(f"the app needs the models {sorted(MODELS)}, got {sorted(pipeline.models)}")
         self.pipeline = pipeline
         self.sources = sources
+        self.labels = [spec.label for spec in MODELS.values()]
 
-    def run(self, photo, eyes: str = "both"):
-        """Photo -> boxes drawn on it; per eye (left, right): crop, L1 face, feature face; the real face; PNG grid."""
-        try:
-            result = self.pipeline(_photo_source(photo), eyes=eyes)
-        except Eye2FaceError as e:
-            raise _user_error(e) from None
-        per_side = {r.side: r for r in result.eyes}
-        rows = []
-        for side in ("left", "right"):
-            r = per_side.get(side)
-            rows += [r.eye, r.faces["l1"], r.faces["feature"]] if r else [None, None, None]
-        used = ", ".join(f"{r.side} eye at x={r.box[0]}, y={r.box[1]} ({r.box[2]}x{r.box[3]} px)" for r in result.eyes)
-        status = _status([f"Face found at x={result.face_box[0]}, y={result.face_box[1]} "
-                          f"({result.face_box[2]}x{result.face_box[3]} px); used: {used}.", *result.notes])
-        return (result.annotated(), *rows, result.real_face, _save_png(_grid(result), "eye2face-results.png"), status)
+    # ------------------------------------------------------------------------------------------------ the work
 
-    def run_eye(self, eye):
-        """A ready eye crop -> the 32x32 crop the models see, the L1 face, the feature face; PNG grid."""
-        try:
-            rgb = load_photo(_photo_source(eye, "eye crop"), min_side=MIN_EYE_CROP)
-        except Eye2FaceError as e:
-            raise _user_error(e) from None
+    def photo_result(self, photo, eyes: str = "both") -> PhotoResult:
+        return self.pipeline(_photo_source(photo), eyes=eyes)
+
+    def photo_comparison(self, result: PhotoResult) -> np.ndarray:
+        """A row per eye used: the eye crop, each model's face (MODELS order), the real face."""
+        rows = [(f"{r.side} eye (as seen in the photo)", [r.eye, *(r.faces[n] for n in MODELS), result.real_face])
+                for r in result.eyes]
+        return comparison_image(rows, self.photo_columns())
+
+    def photo_columns(self) -> list[str]:
+        return [EYE_LABEL, *self.labels, "real face"]
+
+    def photo_details(self, result: PhotoResult) -> dict:
+        """For programs: the boxes (in pixels of the photo as analysed) and where each tile is in the comparison."""
+        height, width = result.photo.shape[:2]
+        columns = self.photo_columns()
+        return {"photo_size": [width, height], "face_box": list(result.face_box),
+                "eyes": [{"side": r.side, "box": list(r.box)} for r in result.eyes],
+                "rows": [f"{r.side} eye" for r in result.eyes], "columns": columns, "models": list(MODELS),
+                "tiles": tile_boxes(len(result.eyes), len(columns)), "notes": result.notes}
+
+    def photo_status(self, result: PhotoResult) -> str:
+        height, width = result.photo.shape[:2]
+        scaled = max(height, width) >= MAX_DETECT_SIDE - 1
+        return _bullets([
+            f"**Face found** at {_where(result.face_box)}; **eye crops used:** "
+            + ", ".join(f"{r.side} eye at {_where(r.box)}" for r in result.eyes) + ".",
+            f"Positions are in pixels of the photo as analysed, {width}x{height}"
+            + (f" (larger photos are scaled down to {MAX_DETECT_SIDE} px on their longer side first)." if scaled else "."),
+            *result.notes])
+
+    def _photo_api(self, photo, eyes: str):
+        result = self.photo_result(photo, eyes)
+        return (_cache_png(self.photo_comparison(result), "eye2face-comparison.png"), self.photo_details(result),
+                self.photo_status(result))
+
+    def _photo_page(self, photo, eyes: str):
+        result = self.photo_result(photo, eyes)
+        return (_cache_png(self.photo_comparison(result), "eye2face-comparison.png"),
+                _cache_png(result.annotated(), "eye2face-detections.png"), self.photo_status(result))
+
+    def _eye(self, eye):
+        rgb = load_photo(_photo_source(eye, "eye crop"), min_side=MIN_EYE_CROP)
         faces = self.pipeline.generate([rgb])
         small = cv2.resize(rgb, (EYE_SIZE, EYE_SIZE)) if rgb.shape[:2] != (EYE_SIZE, EYE_SIZE) else rgb  # as generate does
-        notes = [f"The crop is {rgb.shape[1]}x{rgb.shape[0]} px; the models see it at 32x32."]
-        if abs(rgb.shape[0] - rgb.shape[1]) > 0.2 * max(rgb.shape[:2]):
+        h, w = rgb.shape[:2]
+        notes = [f"The crop is {w}x{h} px; the models see it at {EYE_SIZE}x{EYE_SIZE}."]
+        if abs(h - w) > 0.2 * max(h, w):
             notes.append("It is far from square, so it was squashed: a square crop around one eye works best.")
-        grid = comparison_grid([[small], [faces["l1"][0]], [faces["feature"][0]]], ["eye crop", "L1 loss", "feature loss"])
-        return small, faces["l1"][0], faces["feature"][0], _save_png(grid, "eye2face-results.png"), _status(notes)
+        columns = [EYE_LABEL, *self.labels]
+        comparison = comparison_image([(f"your eye crop ({w}x{h} px), as the models see it",
+                                        [small, *(faces[n][0] for n in MODELS)])], columns)
+        details = {"crop_size": [w, h], "columns": columns, "models": list(MODELS), "tiles": tile_boxes(1, len(columns)),
+                   "notes": notes}
+        return _cache_png(comparison, "eye2face-comparison.png"), details, _bullets(notes)
 
-    def live(self, frame, eyes: str = "both"):
-        """One webcam frame -> the frame with boxes and the comparison grid; a frame without a face keeps the last."""
-        if frame is None:
-            return gr.skip(), gr.skip(), "Waiting for the webcam..."
+    # ---------------------------------------------------------------------------------------------- endpoints
+
+    def generate(self, photo, eyes: str = "both"):
+        """API /generate: photo -> the comparison PNG, the details (boxes, tile positions) as JSON, a status."""
         try:
-            result = self.pipeline(_photo_source(frame), eyes=eyes)
-        except Eye2FaceError as e:
-            title = ERROR_TITLES.get(type(e), "Cannot use this frame")
-            return gr.skip(), gr.skip(), f"{title} in the current frame (showing the last result): {e}."
+            return _served("generate", self._photo_api, photo, eyes)
+        except Refusal as r:
+            raise r.for_api() from None
+
+    def generate_page(self, photo, eyes: str = "both"):
+        """The page's "Generate faces": the comparison, the photo with its boxes, the download, a status.
+
+        A refusal clears the earlier result and says why in the status."""
+        try:
+            comparison, annotated, status = _served("generate/page", self._photo_page, photo, eyes)
+        except Refusal as r:
+            return None, None, gr.DownloadButton(value=None, interactive=False), r.for_page()
+        return comparison, annotated, gr.DownloadButton(value=comparison, interactive=True), status
+
+    def generate_from_eye(self, eye):
+        """API /generate_from_eye: a ready eye crop -> the comparison PNG (the 32x32 crop, each model's face), the
+        details as JSON, a status."""
+        try:
+            return _served("generate_from_eye", self._eye, eye)
+        except Refusal as r:
+            raise r.for_api() from None
+
+    def generate_from_eye_page(self, eye):
+        try:
+            comparison, _, status = _served("generate_from_eye/page", self._eye, eye)
+        except Refusal as r:
+            return None, gr.DownloadButton(value=None, interactive=False), r.for_page()
+        return comparison, gr.DownloadButton(value=comparison, interactive=True), status
+
+    def live(self, frame, eyes: str = "both", has_result: bool = False):
+        """One webcam frame -> the frame with boxes, the comparison, a status, whether a result is shown.
+
+        A frame without a usable face keeps the last result (if any) and says so.
+        """
+        if frame is None:
+            return gr.skip(), gr.skip(), "Waiting for the webcam...", has_result
+        try:
+            result = _served("live", self.photo_result, frame, eyes)
+        except Refusal as r:
+            what = {"no_face": "No face in the current frame", "no_eye": "No usable eye in the face in the current frame",
+                    "internal": "This frame could not be processed"}.get(r.kind, "The current frame could not be read")
+            then = ("; the result shown is from an earlier frame." if has_result
+                    else ". Face the camera in good light, with your eyes open.")
+            return gr.skip(), gr.skip(), what + then, has_result
         used = " and ".join(f"{r.side} eye" for r in result.eyes)
-        return result.annotated(), _grid(result), f"Face found; generated from the {used}. " + " ".join(result.notes)
+        status = f"Face found; generated from the {used}. " + " ".join(result.notes)
+        return (_cache_png(result.annotated(), "eye2face-frame.png"),
+                _cache_png(self.photo_comparison(result), "eye2face-comparison.png"), status.strip(), True)
 
 
 # -------------------------------------------------------------------------------------------------------------- UI
 
 
 def _weights_markdown(sources: dict[str, str]) -> str:
-    return "**Weights loaded.** " + "; ".join(f"{MODELS[name][0]}: {src}" for name, src in sources.items()) + "."
+    return "**Weights loaded.** " + "; ".join(f"{MODELS[name].label}: {src}" for name, src in sources.items()) + "."
 
 
-def _image(label: str, **kwargs) -> gr.Image:
-    """An output image, served as PNG (Gradio's default is lossy WebP), fast to encode (PNG_COMPRESS_LEVEL)."""
-    image = gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], **kwargs)
-    image.postprocess = types.MethodType(_postprocess_png, image)
-    return image
+def _image(label: str, buttons=("download", "fullscreen"), **kwargs) -> gr.Image:
+    """An output image: the handlers write PNG files (lossless; Gradio's default would be lossy WebP)."""
+    return gr.Image(label=label, type="filepath", format="png", interactive=False, buttons=list(buttons), **kwargs)
+
+
+def _comparison(label: str, **kwargs) -> gr.Image:
+    """A comparison image: it carries its own labels (no label over it), the download button is beneath it."""
+    return _image(label, show_label=False, buttons=["fullscreen"], **kwargs)
+
+
+def _download(**kwargs) -> gr.DownloadButton:
+    return gr.DownloadButton("Download the comparison (PNG)", interactive=False, size="sm", **kwargs)
 
 
 def build_demo(handlers: Handlers) -> gr.Blocks:
     examples = [p for p in (EXAMPLES_DIR / "astronaut.png", EXAMPLES_DIR / "chelsea-the-cat.png") if p.exists()]
+    example_labels = {"astronaut": "astronaut", "chelsea-the-cat": "chelsea the cat (no human face: shows the message)"}
     eye_example = EXAMPLES_DIR / "astronaut-eye-crop.png"
+    columns = " | ".join([EYE_LABEL, *handlers.labels, "real face"])
     with gr.Blocks(title="eye2face: a face from one eye", delete_cache=(min(60, CACHE_SECONDS), CACHE_SECONDS)) as blocks:
-        gr.Markdown("# eye2face: a whole face from one eye\nL1 loss vs feature loss, side by side. "
+        gr.Markdown("# eye2face: a whole face from one eye\n" + " vs ".join(handlers.labels) + ", side by side. "
                     "A research demo: the faces are guesses, not the person.")
         gr.Markdown(_weights_markdown(handlers.sources), elem_id="weights")
         with gr.Tab("Photo"):
             with gr.Row():
-                with gr.Column():
+                with gr.Column(scale=2, min_width=320):
                     photo = gr.Image(label="Photo with a face", sources=["upload", "webcam", "clipboard"],
-                                     type="filepath", elem_id="photo")
-                    eyes = gr.Radio(EYE_CHOICES, value="both", label="Which eye to generate from", elem_id="eyes")
-                    button = gr.Button("Generate faces", variant="primary", elem_id="generate")
+                                     type="filepath", elem_id="photo", height=320)
+                    eyes = gr.Radio(EYE_CHOICES, value="both", label="Which eye to generate from",
+                                    info="Left and right as seen in the photo.", elem_id="eyes")
                     if examples:
                         gr.Examples([[str(p), "both"] for p in examples], [photo, eyes],
-                                    example_labels=[p.stem.replace("-", " ") for p in examples])
-                with gr.Column():
-                    annotated = _image("Detections: face (green), eyes used (orange)", elem_id="annotated")
-                    status = gr.Markdown(label="Status", elem_id="status")
-            outputs = [annotated]
-            with gr.Row():
-                with gr.Column(scale=3):
-                    for side in ("left", "right"):
-                        with gr.Row():
-                            outputs += [
-                                _image(f"{side.title()} eye crop (32x32, model input)", elem_id=f"{side}-eye",
-                                       elem_classes="pixelated", height=200),
-                                _image(f"{side.title()} eye: L1-loss face", elem_id=f"{side}-l1", height=200),
-                                _image(f"{side.title()} eye: feature-loss face", elem_id=f"{side}-feature", height=200),
-                            ]
-                with gr.Column(scale=1):
-                    outputs.append(_image("Real face (crop of the photo)", elem_id="real-face", height=200))
-            download = gr.DownloadButton("Download the results (PNG grid)", elem_id="download")
-            button.click(handlers.run, [photo, eyes], [*outputs, download, status], api_name="generate", preprocess=False)
+                                    example_labels=[example_labels.get(p.stem, p.stem) for p in examples])
+                    button = gr.Button("Generate faces", variant="primary", elem_id="generate")
+                    status = gr.Markdown("Add a photo (upload, webcam or paste) or pick an example, then press "
+                                         "**Generate faces**.", elem_id="status")
+                with gr.Column(scale=3, min_width=320):
+                    comparison = _comparison(f"Per eye: {columns}", elem_id="comparison")
+                    download = _download(elem_id="download")
+                    annotated = _image("Detections: face (green), eye crops used (orange)", elem_id="annotated")
+            details = gr.JSON(visible=False)
+            button.click(handlers.generate_page, [photo, eyes], [comparison, annotated, download, status],
+                         api_visibility="private", preprocess=False, concurrency_id="pipeline")
+            # The API endpoint: no trigger on the page. One file to download (the comparison, which is also the
+            # download); the boxes and the tile positions as JSON rather than the photo drawn on.
+            gr.on([], handlers.generate, [photo, eyes], [comparison, details, status], api_name="generate",
+                  preprocess=False, concurrency_id="pipeline")
 
         with gr.Tab("I already have an eye crop"):
             gr.Markdown(f"A crop around **one** eye, roughly square (like the example), at least {MIN_EYE_CROP}x"
                         f"{MIN_EYE_CROP} pixels; it is resized to the 32x32 the models take.")
             with gr.Row():
-                with gr.Column():
+                with gr.Column(scale=2, min_width=320):
                     eye_in = gr.Image(label="Eye crop", sources=["upload", "clipboard"], type="filepath",
-                                      elem_id="eye-input", elem_classes="pixelated")
-                    eye_button = gr.Button("Generate faces", variant="primary", elem_id="generate-eye")
+                                      elem_id="eye-input", elem_classes="pixelated", height=240)
                     if eye_example.exists():
                         gr.Examples([[str(eye_example)]], [eye_in], example_labels=["astronaut eye crop"])
-                eye_out = [
-                    _image("Eye crop as the models see it (32x32)", elem_id="eye-crop", elem_classes="pixelated", height=200),
-                    _image("L1-loss face", elem_id="eye-l1", height=200),
-                    _image("Feature-loss face", elem_id="eye-feature", height=200),
-                ]
-            eye_download = gr.DownloadButton("Download the results (PNG grid)")
-            eye_status = gr.Markdown(label="Status", elem_id="eye-status")
-            eye_button.click(handlers.run_eye, [eye_in], [*eye_out, eye_download, eye_status], api_name="generate_from_eye",
-                             preprocess=False)
+                    eye_button = gr.Button("Generate faces", variant="primary", elem_id="generate-eye")
+                    eye_status = gr.Markdown("Add an eye crop, then press **Generate faces**.", elem_id="eye-status")
+                with gr.Column(scale=3, min_width=320):
+                    eye_comparison = _comparison(" | ".join([EYE_LABEL, *handlers.labels]), elem_id="eye-comparison")
+                    eye_download = _download(elem_id="eye-download")
+            eye_button.click(handlers.generate_from_eye_page, [eye_in], [eye_comparison, eye_download, eye_status],
+                             api_visibility="private", preprocess=False, concurrency_id="pipeline")
+            gr.on([], handlers.generate_from_eye, [eye_in], [eye_comparison, details, eye_status],
+                  api_name="generate_from_eye", preprocess=False, concurrency_id="pipeline")
 
         with gr.Tab("Live webcam"):
             gr.Markdown("Allow the webcam and press *Record*: the faces follow the camera, a couple of times a second. "
                         "Frames are read in memory; results are deleted from the server within minutes.")
             with gr.Row():
-                with gr.Column():
+                with gr.Column(scale=2, min_width=320):
                     webcam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="filepath",
                                       webcam_options=gr.WebcamOptions(mirror=False), elem_id="webcam")
-                    live_eyes = gr.Radio(EYE_CHOICES, value="both", label="Which eye to generate from")
-                with gr.Column():
+                    live_eyes = gr.Radio(EYE_CHOICES, value="both", label="Which eye to generate from",
+                                         info="Left and right as seen in the frame.")
+                    live_status = gr.Markdown("Press *Record* to start.", elem_id="live-status")
+                with gr.Column(scale=3, min_width=320):
+                    live_comparison = _comparison(columns, elem_id="live-comparison")
                     live_annotated = _image("Detections", elem_id="live-annotated")
-                    live_grid = _image("Eye crop | L1 loss | feature loss | real face", elem_id="live-grid", show_label=False)
-                    live_status = gr.Markdown(label="Status", elem_id="live-status")
-            webcam.stream(handlers.live, [webcam, live_eyes], [live_annotated, live_grid, live_status], api_name="live",
+            has_result = gr.State(False)
+            webcam.stream(handlers.live, [webcam, live_eyes, has_result],
+                          [live_annotated, live_comparison, live_status, has_result], api_name="live",
                           preprocess=False, stream_every=0.5, time_limit=300, concurrency_limit=2,
                           show_progress="hidden")
 
@@ -355,21 +567,23 @@ def build_demo(handlers: Handlers) -> gr.Blocks:
     return blocks
 
 
-def launch(blocks: gr.Blocks, **kwargs):
-    """Serve on GRADIO_SERVER_NAME (default 127.0.0.1) and GRADIO_SERVER_PORT (default 7860)."""
+def launch(blocks: gr.Blocks, queue_size: int | None = None, **kwargs):
+    """Serve on GRADIO_SERVER_NAME (default 127.0.0.1) and GRADIO_SERVER_PORT (default 7860), with a queue of
+    `queue_size` waiting requests (default: EYE2FACE_QUEUE_SIZE, else QUEUE_SIZE)."""
     kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    return blocks.queue(max_size=int(os.environ.get("EYE2FACE_QUEUE_SIZE", "32"))).launch(css=CSS, **kwargs)
+    queue_size = queue_size or int(os.environ.get("EYE2FACE_QUEUE_SIZE") or QUEUE_SIZE)
+    return blocks.queue(max_size=max(1, queue_size)).launch(css=CSS, **kwargs)
 
 
 def create_app(env: Mapping[str, str] | None = None, weights_dir: Path = WEIGHTS_DIR) -> gr.Blocks:
     torch.set_num_threads(int(os.environ.get("EYE2FACE_TORCH_THREADS", "1")))  # tiny model; threads fight on shared CPUs
     pipeline, sources = load_pipeline(env, weights_dir)
     for name, src in sources.items():
-        log.info("%s: %s", MODELS[name][0], src)
+        log.info("%s: %s", MODELS[name].label, src)
     return build_demo(Handlers(pipeline, sources))
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     launch(create_app())

@@ -1,9 +1,9 @@
 """The full app load run: 500 sequential /generate requests against `python app.py`, and its memory.
 
-    python bench/bench_app_load.py --out bench/results-app-load.json [--requests 500]
+    python -m bench.bench_app_load --out /tmp/app-load.json [--requests 500]
 
 The app runs as a Space would (python app.py on 127.0.0.1, a free GRADIO_SERVER_PORT, bundled weights, offline);
-one gradio_client client sends the 640x480 JPEG photo and downloads the PNG outputs, request after request.
+one gradio_client client sends the 640x480 JPEG photo and downloads the PNG output, request after request.
 Reported: latency statistics over all requests and per block of 50, the server's resident memory (RSS, psutil)
 after warm-up, every 50 requests, and at the end, and the growth from the first block to the end.
 (tests/test_app_load.py runs a short variant of this in CI, with a bound; this one only measures.)
@@ -12,14 +12,18 @@ after warm-up, every 50 requests, and at the end, and the growth from the first 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from bench_request import ServedApp  # noqa: E402
+try:
+    from bench import common  # python -m bench.bench_app_load
+except ImportError:  # python bench/bench_app_load.py (bench/run_all.py)
+    import common
+
+common.add_repo_to_path()
+
+from tests.app_fixtures import app_process, offline_env  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -29,13 +33,14 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    from gradio_client import handle_file
+    from gradio_client import Client, handle_file
 
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     photo = common.RESULTS / "astronaut-640x480.jpg"
     photo.write_bytes(common.test_photo_jpeg())
-    with ServedApp() as server:
-        client = server.client(tempfile.mkdtemp(dir=server.tmp.name))
+    with tempfile.TemporaryDirectory(prefix="eye2face-bench-") as tmp, \
+            app_process(offline_env(Path(tmp), common.weights_dir()), Path(tmp) / "app.log") as server:
+        client = Client(server.url, verbose=False, analytics_enabled=False, download_files=str(Path(tmp) / "dl"))
         for _ in range(args.warmup):
             client.predict(handle_file(str(photo)), "both", api_name="/generate")
         rss = [{"after_requests": 0, "rss_mb": round(server.rss_mb(), 1)}]

@@ -1,358 +1,260 @@
-"""Space request latency: a 640x480 JPEG photo in, both models' faces out as PNG.
+"""Space requests: a 640x640 photo with both eyes in, both models' faces out, as a visitor or a program sees them.
 
-    python bench/bench_request.py --out bench/results-request.json [--repeat 40] [--no-server]
+    python -m bench.bench_request --out /tmp/request.json [--repeat 40] [--burst 50] [--merge bench/results.json]
 
-1. In process, through the function the app's "Generate faces" button and its /generate API call
-   (app.Handlers.run, preprocess=False as in the app) followed by Gradio's postprocessing of each output
-   (gr.Image -> PNG in the cache, which is where the PNG encoding happens):
-   end to end, and per stage: decode (load_photo), detect (Haar face + eyes), crop (eyes and real face),
-   l1 and feature generator (tensor in, uint8 faces out), assemble (boxes drawn, comparison grid),
-   encode (every output image to PNG, plus the downloadable grid file).
-   "before" runs the same request as the code was before the speed-ups (Gradio's default PNG
-   encoder, zlib level 6, and NCHW weights), side by side with "now" (interleaved), for the ratio.
-2. Against a running app (python app.py on 127.0.0.1, a free GRADIO_SERVER_PORT) with gradio_client:
-   1 client (sequential requests) and 4 concurrent clients; latency per request and requests/s.
-   The client downloads the output PNGs, as a browser would (1 client: also without downloads, side by side).
-The app runs torch with 1 thread (its default, EYE2FACE_TORCH_THREADS); this bench does the same.
+1. server_side: in process, what /generate runs (app.Handlers.generate: detection, both models, the comparison
+   written as PNG) and what the page's button runs (Handlers.generate_page: also the annotated photo as PNG), end to
+   end and in parts.
+2. round_trip: through gradio_client against two servers started side by side, requests interleaved:
+   - "old_layout": /generate as it was before issue #11 (the annotated photo; per eye the crop and each model's
+     face; the real face: 8 images; the PNG grid as a file; a status text; PNGs by Pillow at level 1), served by a
+     Blocks built here on today's pipeline (`--serve-old-layout`), so that detection and generation cost the same;
+   - "new_layout": `python app.py` (the comparison image as PNG, the boxes and tile positions as JSON, a status).
+   The client downloads every output file, as gradio_client does by default. Medians, p95 and the ratio.
+3. burst: `--burst` clients (each its own gradio_client.Client, created first) send one /generate each at the same
+   moment to `python app.py`: failures, latency (p50 / p95 / max), the queue wait and handler time the server logged,
+   and the server's memory (RSS) before, at its peak during the burst, and after.
+The app runs torch with 1 thread (its default, EYE2FACE_TORCH_THREADS).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import subprocess
+import re
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+try:
+    from bench import common  # python -m bench.bench_request
+except ImportError:  # python bench/bench_request.py (bench/run_all.py)
+    import common
 
 common.add_repo_to_path()
 
-import torch  # noqa: E402
+from tests.app_fixtures import app_process, import_app, offline_env  # noqa: E402
 
-STAGES = ("decode", "detect", "crop", "l1_generator", "feature_generator", "assemble", "encode")
-
-
-def load_app():
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from tests.app_fixtures import import_app
-
-    return import_app()
+PHOTO_SIZE = (640, 640)
 
 
-def generate_fn(blocks):
-    return next(f for f in blocks.fns.values() if f.api_name == "generate")
+def photo_file(folder: Path) -> Path:
+    from PIL import Image
+    from skimage import data
+
+    path = folder / "astronaut-640x640.jpg"
+    Image.fromarray(data.astronaut()).resize(PHOTO_SIZE, Image.BICUBIC).save(path, quality=90)
+    return path
 
 
-def in_process(repeat: int, photo: Path, threads: int) -> dict:
-    import gradio as gr
+# ----------------------------------------------------------------------------------------------- in process
 
-    app = load_app()
-    blocks = app.create_app(env={}, weights_dir=common.weights_dir())
-    torch.set_num_threads(threads)  # create_app sets the app's default (1); the bench's choice wins
-    fn = generate_fn(blocks)
-    handlers = fn.fn.__self__
+
+def server_side(photo: Path, repeat: int) -> dict:
+    import torch
+
+    app = import_app()
+    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=common.weights_dir()))
+    torch.set_num_threads(1)
     payload = {"path": str(photo), "meta": {"_type": "gradio.FileData"}}
-    pipe = handlers.pipeline
-
-    def request_now():
-        out = handlers.run(payload, "both")
-        return [block.postprocess(value) for block, value in zip(fn.outputs, out)]
-
-    # "before": NCHW copies of the models, Gradio's own gr.Image.postprocess (default PNG compression).
-    before_pipe = type(pipe).__new__(type(pipe))
-    before_pipe.models = {n: _nchw_copy(m) for n, m in pipe.models.items()}
-    before_handlers = app.Handlers(before_pipe, handlers.sources)
-
-    def request_before():
-        with _png_level(app, 6):  # the downloadable grid, as _save_png wrote it before
-            out = before_handlers.run(payload, "both")
-            return [gr.Image.postprocess(b, v) if isinstance(b, gr.Image) else b.postprocess(v)
-                    for b, v in zip(fn.outputs, out)]
-
-    # Per stage, as EyeToFacePipeline.__call__ and Handlers.run do it (the astronaut gives exactly 2 eyes).
-    from eye2face_hub.data import EYE_SIZE, FACE_SIZE, crop, detect
-    from eye2face_hub.pipeline import EyeResult, PhotoResult, load_photo, to_images, to_tensor
-
-    def staged() -> dict[str, float]:
-        t = {}
-        t0 = time.perf_counter()
-        rgb = load_photo(str(photo))
-        t1 = time.perf_counter()
-        det = detect(rgb)
-        t2 = time.perf_counter()
-        boxes = det.eyes[:2]
-        crops = [crop(rgb, box, EYE_SIZE) for box in boxes]
-        real = crop(rgb, det.face, FACE_SIZE)
-        t3 = time.perf_counter()
-        faces = {}
-        for name in ("l1", "feature"):
-            s = time.perf_counter()
-            with torch.inference_mode():
-                faces[name] = to_images(pipe.models[name](to_tensor(crops)))
-            t[f"{name}_generator"] = time.perf_counter() - s
-        t4 = time.perf_counter()
-        result = PhotoResult(rgb, det.face, real, [
-            EyeResult(side, box, eye, {n: faces[n][i] for n in faces})
-            for i, (side, box, eye) in enumerate(zip(("left", "right"), boxes, crops))])
-        annotated, grid = result.annotated(), app._grid(result)
-        rows = [x for r in result.eyes for x in (r.eye, r.faces["l1"], r.faces["feature"])]
-        t5 = time.perf_counter()
-        out = [annotated, *rows, real, app._save_png(grid, "eye2face-results.png"), "status"]
-        for block, value in zip(fn.outputs, out):
-            block.postprocess(value)
-        t6 = time.perf_counter()
-        t.update(decode=t1 - t0, detect=t2 - t1, crop=t3 - t2, assemble=t5 - t4, encode=t6 - t5)
-        return t
-
-    for _ in range(3):
-        request_now(), request_before(), staged()
-    e2e = common.interleaved({"now": request_now, "before": request_before}, repeat=repeat, warmup=1)
-    stages = {s: [] for s in STAGES}
-    for _ in range(repeat):
-        for k, v in staged().items():
-            stages[k].append(v)
-    now, before = common.stats(e2e["now"], 1000), common.stats(e2e["before"], 1000)
-    attribution = per_change(app, fn, handlers, before_handlers, payload, repeat)
-    stage_stats = {k: common.stats(v, 1000) for k, v in stages.items()}
-    return {
-        "torch_threads": threads,
-        "end_to_end_ms": now,
-        "before_ms": before,
-        "speedup_vs_before": round(before["median"] / now["median"], 2),
-        "stages_ms": stage_stats,
-        "sum_of_stage_medians_ms": round(sum(s["median"] for s in stage_stats.values()), 1),
-        "per_change_ms": attribution,
-        "target_p50_ms": 60,
-        "target_met": now["median"] < 60,
-    }
+    result = handlers.photo_result(payload)
+    assert len(result.eyes) == 2, "the bench photo must give both eyes"
+    comparison = handlers.photo_comparison(result)
+    samples = common.interleaved({
+        "api_generate": lambda: handlers.generate(payload),
+        "page_generate": lambda: handlers.generate_page(payload),
+        "detect_and_generate": lambda: handlers.photo_result(payload),
+        "compose_comparison": lambda: handlers.photo_comparison(result),
+        "write_comparison_png": lambda: app._cache_png(comparison, "c.png"),
+        "write_annotated_photo_png": lambda: app._cache_png(result.annotated(), "a.png"),
+    }, repeat=repeat, warmup=3)
+    return {"ms": {k: common.stats(v, 1000) for k, v in samples.items()}, "torch_threads": 1}
 
 
-def per_change(app, fn, handlers, before_handlers, payload, repeat: int) -> dict:
-    """Each speed-up on its own, side by side: encoding one request's outputs (Gradio's PNG writer vs the app's),
-    and generating both models' faces for the two eyes (NCHW vs channels_last); and what the encoding is made of
-    (each image as PNG at the app's level, and the annotated photo as JPEG for comparison: not what the app does)."""
-    import io
+# ------------------------------------------------------------------------------------------ the old layout
+
+
+def old_layout_blocks():
+    """/generate as app.py served it before issue #11: its outputs, and its PNG writer (Pillow, zlib level 1, a file
+    per image in Gradio's cache), on today's pipeline (app.Handlers.photo_result), so that detection and generation
+    cost the same on both sides."""
+    import uuid
 
     import gradio as gr
     from PIL import Image
 
-    out = handlers.run(payload, "both")
-    result = handlers.pipeline(payload["path"])
-    grid = app._grid(result)
-    crops = [r.eye for r in result.eyes]
+    from eye2face_hub.pipeline import comparison_grid
 
-    def encode_now():
-        app._save_png(grid, "eye2face-results.png")
-        return [b.postprocess(v) for b, v in zip(fn.outputs, out)]
+    app = import_app()
+    handlers = app.Handlers(*app.load_pipeline())
+    names = list(app.MODELS)
 
-    def encode_before():
-        with _png_level(app, 6):
-            app._save_png(grid, "eye2face-results.png")
-            return [gr.Image.postprocess(b, v) if isinstance(b, gr.Image) else b.postprocess(v) for b, v in zip(fn.outputs, out)]
+    def png(image, name="image.png"):
+        folder = Path(app.get_upload_folder()) / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        Image.fromarray(image).save(folder / name, compress_level=1)
+        return str(folder / name)
 
-    def jpeg(a):
-        Image.fromarray(a).save(io.BytesIO(), format="JPEG", quality=90)
+    def run(photo, eyes="both"):
+        result = handlers.photo_result(photo, eyes)
+        per_side = {r.side: r for r in result.eyes}
+        rows = []
+        for side in ("left", "right"):
+            r = per_side.get(side)
+            rows += [png(x) for x in (r.eye, *(r.faces[n] for n in names))] if r else [None] * (1 + len(names))
+        grid = comparison_grid([[r.eye for r in result.eyes], *([r.faces[n] for r in result.eyes] for n in names),
+                                [result.real_face] * len(result.eyes)], ["eye crop", *handlers.labels, "real face"])
+        return (png(result.annotated()), *rows, png(result.real_face), png(grid, "eye2face-results.png"),
+                app._bullets([f"Face found at {app._where(result.face_box)}.", *result.notes]))
 
-    fns = {
-        "encode_before": encode_before, "encode_now": encode_now,
-        "generate_before_nchw": lambda: before_handlers.pipeline.generate(crops),
-        "generate_now_channels_last": lambda: handlers.pipeline.generate(crops),
-        "png_annotated_photo": lambda: app._png_bytes(out[0]),
-        "png_grid": lambda: app._png_bytes(grid),
-        "png_eyes_faces_real_face": lambda: [app._png_bytes(x) for x in out[1:8] if x is not None],
-        "jpeg_annotated_photo_what_if": lambda: jpeg(out[0]),
-    }
-    samples = common.interleaved(fns, repeat=repeat, warmup=2)
-    st = {k: common.stats(v, 1000) for k, v in samples.items()}
-    st["encode_speedup"] = round(st["encode_before"]["median"] / st["encode_now"]["median"], 2)
-    st["generate_speedup"] = round(st["generate_before_nchw"]["median"] / st["generate_now_channels_last"]["median"], 2)
-    return st
+    with gr.Blocks() as blocks:
+        photo, eyes = gr.Image(type="filepath"), gr.Radio(["both", "left", "right"], value="both")
+        outputs = [gr.Image(format="png") for _ in range(2 + 2 * (1 + len(names)))] + [gr.DownloadButton(), gr.Markdown()]
+        gr.Button().click(run, [photo, eyes], outputs, api_name="generate", preprocess=False)
+    return blocks
 
 
-def _nchw_copy(model):
-    import copy
-
-    return copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+# ------------------------------------------------------------------------------------------- through clients
 
 
-class _png_level:
-    """Inside: app.PNG_COMPRESS_LEVEL set to `level` (where the app has it)."""
+def _client(server, downloads: str | bool):
+    from gradio_client import Client
 
-    def __init__(self, app, level: int):
-        self.app, self.level = app, level
-
-    def __enter__(self):
-        self.saved = getattr(self.app, "PNG_COMPRESS_LEVEL", None)
-        if self.saved is not None:
-            self.app.PNG_COMPRESS_LEVEL = self.level
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            self.app.PNG_COMPRESS_LEVEL = self.saved
+    return Client(server.url, verbose=False, analytics_enabled=False, download_files=downloads)
 
 
-# ----------------------------------------------------------------------------------------------- served app
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServedApp:
-    """`python app.py` in a subprocess on 127.0.0.1 and a free port, on the bench weights."""
-
-    def __init__(self, extra_env: dict | None = None):
-        self.tmp = tempfile.TemporaryDirectory(prefix="eye2face-bench-")
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "EYE2FACE_"))}
-        env.update(GRADIO_SERVER_PORT=str(self.port), GRADIO_TEMP_DIR=str(Path(self.tmp.name) / "gradio"),
-                   EYE2FACE_WEIGHTS_DIR=str(common.weights_dir()), HF_HUB_OFFLINE="1", **(extra_env or {}))
-        self.log = open(Path(self.tmp.name) / "app.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=common.REPO, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}/"
-
-    def __enter__(self):
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(self.url + "config", timeout=5)
-                return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.log.seek(0)
-                    raise RuntimeError(f"python app.py did not start:\n{self.log.read()[-3000:]}") from None
-                time.sleep(0.5)
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        self.tmp.cleanup()
-
-    def rss_mb(self) -> float:
-        import psutil
-
-        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
-
-    def client(self, downloads: str):
-        from gradio_client import Client
-
-        return Client(self.url, verbose=False, analytics_enabled=False, download_files=downloads)
-
-
-def client_requests(server: ServedApp, photo: Path, n_clients: int, per_client: int, warmup: int = 2) -> dict:
+def round_trip(photo: Path, repeat: int, tmp: Path) -> dict:
     from gradio_client import handle_file
 
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    clients = [server.client(tempfile.mkdtemp(dir=server.tmp.name)) for _ in range(n_clients)]
-    for c in clients[:1]:
-        for _ in range(warmup):
-            c.predict(handle_file(str(photo)), "both", api_name="/generate")
-    barrier = threading.Barrier(n_clients)
+    weights = common.weights_dir()
+    old_cmd = [sys.executable, "-m", "bench.bench_request", "--serve-old-layout"]
+    with app_process(offline_env(tmp / "new", weights), tmp / "new.log") as new, \
+            app_process(offline_env(tmp / "old", weights), tmp / "old.log", command=old_cmd) as old:
+        clients = {"old_layout": _client(old, str(tmp / "dl-old")), "new_layout": _client(new, str(tmp / "dl-new"))}
+        outputs = {k: len(c.predict(handle_file(str(photo)), "both", api_name="/generate")) for k, c in clients.items()}
+        samples = common.interleaved(
+            {k: (lambda c=c: c.predict(handle_file(str(photo)), "both", api_name="/generate")) for k, c in clients.items()},
+            repeat=repeat, warmup=2)
+        for c in clients.values():
+            c.close()
+        logged = re.findall(r"endpoint=generate outcome=ok ms=(\d+)", new.log())
+    st = {k: common.stats(v, 1000) for k, v in samples.items()}
+    return {
+        "photo": f"skimage astronaut resized (bicubic) to {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, JPEG quality 90; both eyes, both models",
+        "outputs_per_request": outputs,
+        "old_layout_ms": st["old_layout"], "new_layout_ms": st["new_layout"],
+        "ratio_new_to_old_p50": round(st["new_layout"]["median"] / st["old_layout"]["median"], 3),
+        "ratio_new_to_old_p95": round(st["new_layout"]["p95"] / st["old_layout"]["p95"], 3),
+        "target_ratio": 0.5, "target_met": st["new_layout"]["median"] <= 0.5 * st["old_layout"]["median"],
+        "new_layout_server_ms": common.stats([float(m) for m in logged]),
+        "how": "gradio_client.Client.predict(..., api_name='/generate'), downloads on; one request at a time, "
+               "old and new alternating (order rotated each round); the old layout is served by "
+               "`python -m bench.bench_request --serve-old-layout` (its outputs and PNG writer, today's pipeline); "
+               "new_layout_server_ms: the handler's time as the app logged it",
+    }
 
-    def worker(c):
-        barrier.wait()
-        for _ in range(per_client):
+
+def burst(photo: Path, n: int, tmp: Path) -> dict:
+    from gradio_client import handle_file
+
+    with app_process(offline_env(tmp / "burst", common.weights_dir()), tmp / "burst.log") as server:
+        clients = [_client(server, False) for _ in range(n)]
+        clients[0].predict(handle_file(str(photo)), "both", api_name="/generate")  # warm
+        time.sleep(1)
+        rss_before = server.rss_mb()
+        log_start = len(server.log())
+        results: list = [None] * n
+        barrier = threading.Barrier(n)
+
+        def one(i):
+            barrier.wait()
             t = time.perf_counter()
             try:
-                c.predict(handle_file(str(photo)), "both", api_name="/generate")
-            except Exception as e:  # counted, reported
-                with lock:
-                    errors.append(f"{type(e).__name__}: {e}"[:200])
-                continue
-            with lock:
-                latencies.append(time.perf_counter() - t)
+                clients[i].predict(handle_file(str(photo)), "both", api_name="/generate")
+                results[i] = ("ok", time.perf_counter() - t)
+            except Exception as e:  # counted and reported
+                results[i] = ("error", f"{type(e).__name__}: {e}"[:200])
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    for c in clients:
-        c.close()
-    return {"clients": n_clients, "requests": len(latencies), "errors": len(errors), "error_examples": errors[:3],
-            "latency_ms": common.stats(latencies, 1000), "requests_per_s": round(len(latencies) / wall, 2),
-            "wall_s": wall, "_latencies": latencies}
+        peak, done = [rss_before], threading.Event()
 
+        def sample_rss():
+            while not done.wait(0.05):
+                peak.append(server.rss_mb())
 
-def one_client(server: ServedApp, photo: Path, repeat: int) -> dict:
-    """One client, sequential requests; with the output downloads (as a client/browser needs them) and without."""
-    from gradio_client import Client, handle_file
-
-    with_dl = server.client(tempfile.mkdtemp(dir=server.tmp.name))
-    without = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
-    call = lambda c: lambda: c.predict(handle_file(str(photo)), "both", api_name="/generate")  # noqa: E731
-    samples = common.interleaved({"with_downloads": call(with_dl), "without_downloads": call(without)}, repeat, warmup=2)
-    for c in (with_dl, without):
-        c.close()
-    out = {k: common.stats(v, 1000) for k, v in samples.items()}
-    return {"clients": 1, "requests": repeat, "latency_ms": out["with_downloads"],
-            "requests_per_s": round(1000 / out["with_downloads"]["median"], 2),
-            "latency_ms_without_downloads": out["without_downloads"],
-            "downloads": "the client fetches the 10 output files (9 PNGs and the grid) one after the other"}
-
-
-def merge(runs: list[dict]) -> dict:
-    lat = [x for r in runs for x in r["_latencies"]]
-    wall = sum(r["wall_s"] for r in runs)
-    return {"clients": runs[0]["clients"], "requests": len(lat), "errors": sum(r["errors"] for r in runs),
-            "error_examples": [e for r in runs for e in r["error_examples"]][:3],
-            "latency_ms": common.stats(lat, 1000), "requests_per_s": round(len(lat) / wall, 2), "wall_s": round(wall, 1)}
+        sampler = threading.Thread(target=sample_rss)
+        sampler.start()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+        time.sleep(1)
+        rss_after = server.rss_mb()
+        logged = re.findall(r"endpoint=generate outcome=(\S+) ms=(\d+) queue_wait_ms=(\d+)", server.log()[log_start:])
+        for c in clients:
+            c.close()
+    ok = [x for kind, x in results if kind == "ok"]
+    errors = [x for kind, x in results if kind == "error"]
+    return {
+        "clients": n, "served": len(ok), "failures": len(errors), "error_examples": sorted(set(errors))[:3],
+        "latency_ms": common.stats(ok, 1000), "wall_s": round(wall, 2), "requests_per_s": round(len(ok) / wall, 2),
+        "server_logged": {"requests": len(logged), "outcomes": sorted({o for o, _, _ in logged}),
+                          "handler_ms": common.stats([float(ms) for _, ms, _ in logged]),
+                          "queue_wait_ms": common.stats([float(w) for _, _, w in logged])},
+        "server_rss_mb": {"before": round(rss_before, 1), "peak": round(max(peak), 1), "after": round(rss_after, 1)},
+        "how": f"{n} gradio_client.Client objects (downloads off), one /generate each, released together by a barrier",
+    }
 
 
-def served(repeat: int, photo: Path) -> dict:
-    """1 client, then 4 concurrent clients against the app as it is (one /generate at a time: Gradio's default
-    concurrency limit of 1) and, side by side in alternating rounds, against the app with
-    GRADIO_DEFAULT_CONCURRENCY_LIMIT=2 (two requests at once, one per core)."""
-    with ServedApp() as server, ServedApp({"GRADIO_DEFAULT_CONCURRENCY_LIMIT": "2"}) as server2:
-        one = one_client(server, photo, repeat)
-        rounds = 2
-        per_round = max(1, repeat // 4 // rounds)
-        four, four2 = [], []
-        for _ in range(rounds):
-            four.append(client_requests(server, photo, 4, per_round))
-            four2.append(client_requests(server2, photo, 4, per_round))
-        return {"one_client": one, "four_concurrent_clients": merge(four),
-                "four_concurrent_clients_concurrency_limit_2": merge(four2),
-                "server_rss_mb_after": round(server.rss_mb(), 1),
-                "note": "the app's event queue runs one /generate at a time (Gradio's default concurrency_limit=1), "
-                        "so 4 clients queue: latency grows; requests/s grows only as far as one client's uploads and "
-                        "downloads overlap another's processing"}
+# --------------------------------------------------------------------------------------------------------- main
+
+
+def merge(result: dict, path: Path) -> None:
+    """Put `result` in bench/results.json as results.request, with a line in its rerun list."""
+    results = json.loads(path.read_text())
+    results["results"]["request"] = result
+    results.setdefault("rerun", []).append({"benches": ["request"], "started_utc": result["started_utc"],
+                                            "finished_utc": result["finished_utc"]})
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1, help="torch threads in process (the app's default is 1)")
-    p.add_argument("--no-server", action="store_true", help="skip the gradio_client part")
+    p.add_argument("--burst", type=int, default=50, help="concurrent clients (0: skip)")
+    p.add_argument("--no-server", action="store_true", help="only the in-process part")
+    p.add_argument("--serve-old-layout", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
+    p.add_argument("--merge", type=Path, default=None, help="also write the result into this results.json")
     args = p.parse_args(argv)
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    photo = common.RESULTS / "astronaut-640x480.jpg"
-    photo.write_bytes(common.test_photo_jpeg())
-    result = {"bench": "request", "machine": common.machine_info(args.threads),
-              "input": "skimage astronaut resized to 640x480, JPEG quality 90", "in_process": in_process(args.repeat, photo, args.threads)}
-    if not args.no_server:
-        result["gradio_client"] = served(args.repeat, photo)
+    if args.serve_old_layout:
+        import logging
+
+        logging.basicConfig(level=logging.INFO)
+        import_app().launch(old_layout_blocks())
+        return {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="eye2face-bench-") as tmp:
+        tmp = Path(tmp)
+        os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")  # the in-process part's PNGs
+        photo = photo_file(tmp)
+        result = {"bench": "request", "started_utc": started, "machine": common.machine_info(1),
+                  "server_side": server_side(photo, args.repeat)}
+        if not args.no_server:
+            result["round_trip"] = round_trip(photo, args.repeat, tmp)
+            if args.burst:
+                result["burst"] = burst(photo, args.burst, tmp)
+    result["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     common.write_json(result, args.out)
+    if args.merge:
+        merge(result, args.merge)
     return result
 
 

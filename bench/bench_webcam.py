@@ -1,10 +1,10 @@
 """Webcam stream: frames per second that app.py's streaming handler (Handlers.live) sustains.
 
-    python bench/bench_webcam.py --out bench/results-webcam.json [--frames 60] [--threads 1]
+    python -m bench.bench_webcam --out /tmp/webcam.json [--frames 60] [--threads 1]
 
 Frames are 640x480 JPEG data: URLs, as Gradio's webcam streams them (canvas.toDataURL("image/jpeg")), of the
-astronaut shifted by a few pixels from frame to frame. Each frame goes through Handlers.live and then Gradio's
-postprocessing of its outputs (the annotated frame and the comparison grid as PNG), back to back, one stream.
+astronaut shifted by a few pixels from frame to frame. Each frame goes through Handlers.live (which writes the
+annotated frame and the comparison as PNG) and Gradio's postprocessing of its outputs, back to back, one stream.
 Reported: per-frame latency (median, p95, ...), fps = frames / wall time, and 1 / median latency.
 Note: app.py asks the browser for a frame every `stream_every` seconds and the browser waits for each result
 before it sends the next, so the fps a visitor sees is min(1 / stream_every, the handler's fps).
@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+try:
+    from bench import common  # python -m bench.bench_webcam
+except ImportError:  # python bench/bench_webcam.py (bench/run_all.py)
+    import common
 
 common.add_repo_to_path()
 
@@ -60,8 +60,9 @@ def main(argv=None) -> dict:
     stream = frames(args.frames)
 
     def step(frame):
-        out = handlers.live(frame, "both")
-        return [block.postprocess(value) if not _is_skip(value) else value for block, value in zip(fn.outputs, out)]
+        out = handlers.live(frame, "both", True)
+        return [value if _is_skip(value) or not hasattr(block, "postprocess") else block.postprocess(value)
+                for block, value in zip(fn.outputs, out)]
 
     for f in stream[:3]:
         step(f)
@@ -95,11 +96,9 @@ def main(argv=None) -> dict:
 
 
 def stage_times(app, handlers, fn, stream) -> dict[str, list[float]]:
-    """Per frame, Handlers.live's parts: decode (data: URL -> RGB), detect, crop + both generators, assemble
-    (boxes drawn, grid), encode (the two output images to PNG as the app serves them); and, for comparison only,
+    """Per frame, Handlers.live's parts: decode (data: URL -> RGB), detect, crop + every model, assemble (boxes
+    drawn, comparison), encode (the two output images to PNG files as the app serves them); and, for comparison only,
     encode_jpeg_what_if: the annotated frame as JPEG (quality 90) instead of PNG (not what the app does)."""
-    import io
-
     from PIL import Image
 
     from eye2face_hub.data import EYE_SIZE, crop, detect
@@ -119,11 +118,10 @@ def stage_times(app, handlers, fn, stream) -> dict[str, list[float]]:
         out["crop_and_generate"].append(time.perf_counter() - s)
         result = pipe(rgb)  # not timed: the result to assemble
         s = time.perf_counter()
-        annotated, grid = result.annotated(), app._grid(result)
+        annotated, comparison = result.annotated(), handlers.photo_comparison(result)
         out["assemble"].append(time.perf_counter() - s)
         s = time.perf_counter()
-        fn.outputs[0].postprocess(annotated)
-        fn.outputs[1].postprocess(grid)
+        app._cache_png(annotated, "frame.png"), app._cache_png(comparison, "comparison.png")
         out["encode"].append(time.perf_counter() - s)
         s = time.perf_counter()
         Image.fromarray(annotated).save(io.BytesIO(), format="JPEG", quality=90)

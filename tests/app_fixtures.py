@@ -1,10 +1,12 @@
-"""Helpers for the app and model-loading tests: small models, free ports, a served app, `python app.py` in a
-process, a fake Hub."""
+"""Helpers for the app tests and the app benches: small models, free ports, the app served in this process or
+`python app.py` in its own process on a free port, a fake Hub. Imported by tests/ and bench/ (`tests.app_fixtures`,
+from the repository root); nothing here needs pytest."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -12,11 +14,11 @@ import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -40,12 +42,12 @@ def import_app():
 
 
 @contextmanager
-def served_app(weights: Path):
+def served_app(weights: Path, **launch_kwargs):
     """The app on `weights`, served on loopback on a free port in this process; yields its URL."""
     app = import_app()
     blocks = app.create_app(env={}, weights_dir=weights)
     port = free_port()
-    app.launch(blocks, server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(blocks, server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -181,16 +183,46 @@ class FakeHub:
         self.close()
 
 
-@contextmanager
-def running_app(command: list[str], env: dict[str, str], port: int, log_path: Path, start_timeout: float):
-    """`command` (app.py, one way or another) in the repository root, serving on loopback on `port`.
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any GRADIO_, EYE2FACE_ or Hub settings, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "EYE2FACE_", "HF_", "HUGGING_FACE"))}
+    return {**env, **settings}
 
-    Its output goes to `log_path`. Yields its URL and process once it answers /config; fails the test with the end
-    of the log if it exits or does not answer within `start_timeout` seconds. Stops it afterwards.
+
+def offline_env(tmp: Path, weights: Path, **settings: str) -> dict[str, str]:
+    """The app as a Space runs it offline: the bundled `weights`, no Hub, its own Gradio cache in `tmp`."""
+    return clean_env(GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_HOME=str(tmp / "hf"), HF_HUB_OFFLINE="1",
+                     EYE2FACE_WEIGHTS_DIR=str(weights), PYTHONUNBUFFERED="1", **settings)
+
+
+@dataclass
+class AppProcess:
+    url: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def app_process(env: dict[str, str], log_path: Path, command: list[str] | None = None, start_timeout: float = 300):
+    """`command` (default: `python app.py`) in the repository root, serving on loopback on a free port.
+
+    `env` is its whole environment (see offline_env); its output goes to `log_path`. Yields an AppProcess once it
+    answers /config; raises RuntimeError with the end of its log if it exits or does not answer within
+    `start_timeout` seconds. Stops it afterwards. The one way tests and benches start the app in a process.
     """
-    log = open(log_path, "w+")
-    proc = subprocess.Popen(command, cwd=ROOT, env={**env, "GRADIO_SERVER_PORT": str(port)}, stdout=log,
-                            stderr=subprocess.STDOUT)
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command or [sys.executable, "app.py"], cwd=ROOT,
+                                env={**env, "GRADIO_SERVER_PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + start_timeout
@@ -200,11 +232,13 @@ def running_app(command: list[str], env: dict[str, str], port: int, log_path: Pa
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"python app.py did not start:\n{log.read()[-3000:]}")
+                    raise RuntimeError(f"the app did not start:\n{log_path.read_text(errors='replace')[-3000:]}") from None
                 time.sleep(0.5)
-        yield url, proc
+        yield AppProcess(url, port, proc, log_path)
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

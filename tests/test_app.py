@@ -1,10 +1,12 @@
-"""The Gradio app as a program uses it: gradio_client against the app served on loopback, and `python app.py`."""
+"""The Gradio app as a program uses it: gradio_client against the app served on loopback, `python app.py`, and the
+handlers behind the page called directly."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
+import logging
+import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,15 +19,23 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.app_fixtures import (
-    ROOT, FakeHub, blur, free_port, import_app, make_model, make_weights, read_png, running_app, served_app,
-)
 from eye2face_hub import EyeToFace, EyeToFacePipeline
 from eye2face_hub.data import EYE_SIZE, FACE_SIZE, crop, detect
-from eye2face_hub.pipeline import comparison_grid
+from tests.app_fixtures import (
+    ROOT,
+    FakeHub,
+    app_process,
+    blur,
+    clean_env,
+    import_app,
+    make_model,
+    make_weights,
+    read_png,
+    served_app,
+)
 
 ASTRONAUT = skimage.data.astronaut()
-GRID_LABELS = ["eye crop", "L1 loss", "feature loss", "real face"]
+app = import_app()
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +46,19 @@ def weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(weights) -> EyeToFacePipeline:
     """The library pipeline on the same weights: what the app must return, pixel for pixel."""
-    return EyeToFacePipeline.from_pretrained({name: str(weights / f"eye2face-{name}") for name in ("l1", "feature")})
+    return EyeToFacePipeline.from_pretrained({name: str(weights / spec.folder) for name, spec in app.MODELS.items()})
+
+
+@pytest.fixture(scope="module")
+def handlers(weights):
+    return app.Handlers(*app.load_pipeline(env={}, weights_dir=weights))
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
     """Test photos as files, as a person would upload them."""
     folder = tmp_path_factory.mktemp("photos")
-    face_box = detect(ASTRONAUT).face
-    x, y, w, h = face_box
+    x, y, w, h = detect(ASTRONAUT).face
     eyes_band = (x, y + h // 6, x + w, y + h // 2)
     files = {
         "astronaut": ASTRONAUT,
@@ -57,6 +71,8 @@ def photos(tmp_path_factory) -> dict[str, Path]:
         paths[name] = folder / f"{name}.png"
     (folder / "notes.txt").write_text("this is not a photo\n")
     paths["text"] = folder / "notes.txt"
+    (folder / "empty.jpg").write_bytes(b"")
+    paths["empty"] = folder / "empty.jpg"
     return paths
 
 
@@ -72,40 +88,54 @@ def client(url, tmp_path_factory) -> Client:
     return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
-OUTPUTS = ["annotated", "left_eye", "left_l1", "left_feature", "right_eye", "right_l1", "right_feature", "real_face",
-           "grid", "status"]
-
-
 def generate(client: Client, photo: Path, eyes: str = "both") -> dict:
-    return dict(zip(OUTPUTS, client.predict(handle_file(str(photo)), eyes, api_name="/generate"), strict=True))
+    comparison, details, status = client.predict(handle_file(str(photo)), eyes, api_name="/generate")
+    return {"comparison": comparison, "details": details, "status": status}
 
 
-def test_generate_api_returns_the_crops_and_both_faces(client, reference, photos):
+def tiles(comparison: str, details: dict) -> list[dict[str, np.ndarray]]:
+    """The comparison PNG cut where the API's details say its tiles are: per row, column label -> image."""
+    image = read_png(comparison)
+    return [{label: image[y : y + h, x : x + w] for label, (x, y, w, h) in zip(details["columns"], row, strict=True)}
+            for row in details["tiles"]]
+
+
+def model_columns() -> list[str]:
+    return [spec.label for spec in app.MODELS.values()]
+
+
+def eye_tile_holds(tile: np.ndarray, eye: np.ndarray):
+    """The eye crop is shown scaled up with nearest neighbour: each of its pixels is an exact square block."""
+    assert eye.shape == (EYE_SIZE, EYE_SIZE, 3)
+    k = FACE_SIZE // EYE_SIZE
+    np.testing.assert_array_equal(tile, np.repeat(np.repeat(eye, k, axis=0), k, axis=1))
+
+
+# -------------------------------------------------------------------------------------------------- /generate
+
+
+def test_generate_api_returns_each_eye_crop_each_models_face_and_the_real_face(client, reference, photos):
     out = generate(client, photos["astronaut"])
     expected = reference(str(photos["astronaut"]), eyes="both")
     assert [r.side for r in expected.eyes] == ["left", "right"], "the astronaut photo should give both eyes"
-    for r in expected.eyes:
-        eye = read_png(out[f"{r.side}_eye"])
-        assert eye.shape == (EYE_SIZE, EYE_SIZE, 3)
-        np.testing.assert_array_equal(eye, r.eye)
-        for model in ("l1", "feature"):
-            face = read_png(out[f"{r.side}_{model}"])
-            assert face.shape == (FACE_SIZE, FACE_SIZE, 3)
-            np.testing.assert_array_equal(face, r.faces[model], err_msg=f"{r.side} eye, {model} model")
-        assert not np.array_equal(read_png(out[f"{r.side}_l1"]), read_png(out[f"{r.side}_feature"]))
-    assert not np.array_equal(read_png(out["left_l1"]), read_png(out["right_l1"])), "both eyes gave the same face"
-    real = read_png(out["real_face"])
-    assert real.shape == (FACE_SIZE, FACE_SIZE, 3)
-    np.testing.assert_array_equal(real, expected.real_face)
-    np.testing.assert_array_equal(read_png(out["annotated"]), expected.annotated())
-    assert not np.array_equal(read_png(out["annotated"]), ASTRONAUT), "the boxes are not drawn"
-    grid = comparison_grid(
-        [[r.eye for r in expected.eyes], [r.faces["l1"] for r in expected.eyes],
-         [r.faces["feature"] for r in expected.eyes], [expected.real_face] * 2],
-        GRID_LABELS,
-    )
-    assert Path(out["grid"]).suffix == ".png"
-    np.testing.assert_array_equal(read_png(out["grid"]), grid)
+    details = out["details"]
+    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"]
+    assert details["models"] == list(app.MODELS) and details["rows"] == ["left eye", "right eye"]
+    assert details["face_box"] == list(expected.face_box)
+    assert [e["box"] for e in details["eyes"]] == [list(r.box) for r in expected.eyes]
+    assert details["photo_size"] == list(ASTRONAUT.shape[1::-1])
+    rows = tiles(out["comparison"], details)
+    for row, r in zip(rows, expected.eyes, strict=True):
+        eye_tile_holds(row[app.EYE_LABEL], r.eye)
+        for name, spec in app.MODELS.items():
+            np.testing.assert_array_equal(row[spec.label], r.faces[name], err_msg=f"{r.side} eye, {name} model")
+        np.testing.assert_array_equal(row["real face"], expected.real_face)
+    faces = [row[label] for row in rows for label in model_columns()]
+    assert len({f.tobytes() for f in faces}) == len(faces), "two models or two eyes gave the same face"
+    header = read_png(out["comparison"])[: app.HEADER]
+    for x, _, w, _ in details["tiles"][0]:
+        assert (header[:, x : x + w] < 128).any(), "a column has no label"
+    assert Path(out["comparison"]).suffix == ".png"
     assert "left eye" in out["status"] and "right eye" in out["status"]
 
 
@@ -113,12 +143,11 @@ def test_generate_api_returns_the_crops_and_both_faces(client, reference, photos
 def test_one_eye_only(client, reference, photos, side):
     out = generate(client, photos["astronaut"], eyes=side)
     (expected,) = reference(str(photos["astronaut"]), eyes=side).eyes
-    other = {"left": "right", "right": "left"}[side]
-    assert out[f"{other}_eye"] is None and out[f"{other}_l1"] is None and out[f"{other}_feature"] is None
-    np.testing.assert_array_equal(read_png(out[f"{side}_eye"]), expected.eye)
-    np.testing.assert_array_equal(read_png(out[f"{side}_l1"]), expected.faces["l1"])
-    np.testing.assert_array_equal(read_png(out[f"{side}_feature"]), expected.faces["feature"])
-    assert read_png(out["grid"]).shape[0] < read_png(generate(client, photos["astronaut"])["grid"]).shape[0]
+    assert out["details"]["rows"] == [f"{side} eye"]
+    (row,) = tiles(out["comparison"], out["details"])
+    eye_tile_holds(row[app.EYE_LABEL], expected.eye)
+    for name, spec in app.MODELS.items():
+        np.testing.assert_array_equal(row[spec.label], expected.faces[name])
 
 
 @pytest.mark.parametrize(
@@ -127,15 +156,16 @@ def test_one_eye_only(client, reference, photos, side):
         ("text", "Not a usable image", "could not be read as an image"),
         ("cat", "No face found", "No face was found"),
         ("no_eyes", "No eye found", "no eye"),
+        ("empty", "Not a usable image", "empty.jpg is empty"),  # a file name keeps its case
     ],
 )
-def test_bad_input_gives_a_clear_error_and_the_app_keeps_serving(client, photos, photo, title, message):
+def test_bad_input_gives_api_clients_a_clear_error_and_the_app_keeps_serving(client, photos, photo, title, message):
     with pytest.raises(AppError) as error:
         generate(client, photos[photo])
     assert error.value.title == title
     assert message in error.value.message
     out = generate(client, photos["astronaut"])  # the next request is served as usual
-    assert read_png(out["left_l1"]).shape == (FACE_SIZE, FACE_SIZE, 3)
+    assert len(out["details"]["tiles"]) == 2
 
 
 def test_a_missing_eye_is_named(client, photos, tmp_path):
@@ -146,43 +176,134 @@ def test_a_missing_eye_is_named(client, photos, tmp_path):
     Image.fromarray(one_eye).save(tmp_path / "one-eye.png")
     with pytest.raises(AppError, match="right eye was not found"):
         generate(client, tmp_path / "one-eye.png", eyes="right")
-    assert read_png(generate(client, tmp_path / "one-eye.png", eyes="left")["left_eye"]).shape == (EYE_SIZE, EYE_SIZE, 3)
+    assert generate(client, tmp_path / "one-eye.png", eyes="left")["details"]["rows"] == ["left eye"]
 
 
 def test_eye_crop_api(client, reference, tmp_path):
     eye = reference(ASTRONAUT).eyes[0].eye
     Image.fromarray(eye).save(tmp_path / "eye.png")
-    crop_out, l1, feature, grid, status = client.predict(handle_file(str(tmp_path / "eye.png")),
-                                                         api_name="/generate_from_eye")
+    comparison, details, status = client.predict(handle_file(str(tmp_path / "eye.png")), api_name="/generate_from_eye")
+    assert details["columns"] == [app.EYE_LABEL, *model_columns()] and details["crop_size"] == [EYE_SIZE, EYE_SIZE]
+    (row,) = tiles(comparison, details)
     faces = reference.generate([eye])
-    np.testing.assert_array_equal(read_png(crop_out), eye)
-    np.testing.assert_array_equal(read_png(l1), faces["l1"][0])
-    np.testing.assert_array_equal(read_png(feature), faces["feature"][0])
-    np.testing.assert_array_equal(read_png(grid), comparison_grid([[eye], [faces["l1"][0]], [faces["feature"][0]]],
-                                                                  GRID_LABELS[:3]))
+    eye_tile_holds(row[app.EYE_LABEL], eye)
+    for name, spec in app.MODELS.items():
+        np.testing.assert_array_equal(row[spec.label], faces[name][0])
     # A larger, non-square crop is resized to what the models take, and the person is told.
-    Image.fromarray(np.asarray(Image.fromarray(ASTRONAUT[80:130, 180:270]))).save(tmp_path / "wide.png")
-    crop_out, l1, _, _, status = client.predict(handle_file(str(tmp_path / "wide.png")), api_name="/generate_from_eye")
-    assert read_png(crop_out).shape == (EYE_SIZE, EYE_SIZE, 3) and read_png(l1).shape == (FACE_SIZE, FACE_SIZE, 3)
-    assert "90x50" in status and "square" in status
+    Image.fromarray(ASTRONAUT[80:130, 180:270]).save(tmp_path / "wide.png")
+    comparison, details, status = client.predict(handle_file(str(tmp_path / "wide.png")), api_name="/generate_from_eye")
+    (row,) = tiles(comparison, details)
+    assert row[app.EYE_LABEL].shape == (FACE_SIZE, FACE_SIZE, 3) and "90x50" in status and "square" in status
     # Eye crops smaller than the 32x32 the models take are fine (the detector's own boxes often are); tiny ones are not.
     Image.fromarray(ASTRONAUT[88:108, 190:210]).save(tmp_path / "small.png")
-    crop_out, l1, _, _, status = client.predict(handle_file(str(tmp_path / "small.png")), api_name="/generate_from_eye")
-    assert read_png(crop_out).shape == (EYE_SIZE, EYE_SIZE, 3) and "20x20" in status
+    _, details, status = client.predict(handle_file(str(tmp_path / "small.png")), api_name="/generate_from_eye")
+    assert details["crop_size"] == [20, 20] and "20x20" in status
     Image.fromarray(ASTRONAUT[88:92, 190:194]).save(tmp_path / "tiny.png")
     with pytest.raises(AppError, match="4x4 pixels"):
         client.predict(handle_file(str(tmp_path / "tiny.png")), api_name="/generate_from_eye")
 
 
-def test_live_endpoint_frame_by_frame(weights):
-    """The webcam stream handler: a frame with a face gives the grid; one without keeps the last result."""
-    app = import_app()
-    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=weights))
-    annotated, grid, status = handlers.live(data_url_frame(ASTRONAUT))
-    assert annotated.shape == ASTRONAUT.shape and grid.shape[1] == 4 * FACE_SIZE
-    assert "left eye and right eye" in status
-    annotated, grid, status = handlers.live(data_url_frame(skimage.data.chelsea()))
-    assert annotated == gr.skip() and grid == gr.skip() and "no face" in status.lower()
+def test_each_request_logs_one_line_without_file_names(client, photos, tmp_path, caplog):
+    selfie = tmp_path / "selfie-4f1c.png"
+    Image.open(photos["astronaut"]).save(selfie)
+    caplog.set_level(logging.INFO)
+    generate(client, selfie)
+    with pytest.raises(AppError):
+        generate(client, photos["cat"])
+    with pytest.raises(AppError):
+        generate(client, photos["empty"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "eye2face.app"]
+    pattern = r"endpoint=generate outcome=(\S+) ms=\d+ queue_wait_ms=\d+"
+    assert [m.group(1) for line in lines if (m := re.fullmatch(pattern, line))] == \
+        ["ok", "error:no_face", "error:invalid_image"], lines
+    server_side = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]  # httpx: the client
+    for name in ("selfie-4f1c", "chelsea", "cat.png", "empty.jpg", str(tmp_path)):
+        assert not [m for m in server_side if name in m], f"{name} in the log"
+
+
+def test_a_full_queue_is_a_clear_message(weights, photos, monkeypatch):
+    """Beyond the queue's size, requests are refused with Gradio's "queue is full" message, not left hanging."""
+    slow = app.Handlers.photo_result
+
+    def photo_result(self, *args):
+        time.sleep(0.5)  # hold the one running request, so that the queue fills
+        return slow(self, *args)
+
+    monkeypatch.setattr(app.Handlers, "photo_result", photo_result)
+    with served_app(weights, queue_size=2) as url:
+        clients = [Client(url, verbose=False, analytics_enabled=False, download_files=False) for _ in range(8)]
+        results, barrier = [None] * 8, threading.Barrier(8)
+
+        def one(i):
+            barrier.wait()
+            try:
+                clients[i].predict(handle_file(str(photos["astronaut"])), "both", api_name="/generate")
+                results[i] = "ok"
+            except Exception as e:
+                results[i] = str(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    refused = [r for r in results if r != "ok"]
+    assert refused and len(refused) < 8, results
+    assert all("queue is full" in r.lower() for r in refused), refused
+
+
+# ---------------------------------------------------------------------------------------------------- the page
+
+
+def test_the_page_shows_the_result_the_photo_with_its_boxes_and_enables_the_download(handlers, reference, photos):
+    comparison, annotated, download, status = handlers.generate_page(str(photos["astronaut"]))
+    expected = reference(str(photos["astronaut"]))
+    np.testing.assert_array_equal(read_png(annotated), expected.annotated())
+    assert not np.array_equal(read_png(annotated), ASTRONAUT), "the boxes are not drawn"
+    assert download.value["path"] == comparison and download.interactive is True
+    np.testing.assert_array_equal(read_png(comparison), handlers.photo_comparison(expected))
+    assert "Face found" in status and "as analysed, 512x512." in status
+
+
+def test_the_status_says_when_positions_refer_to_a_scaled_down_copy(handlers, tmp_path):
+    Image.fromarray(ASTRONAUT).resize((1600, 1600), Image.BICUBIC).save(tmp_path / "large.png")
+    _, details, status = handlers.generate(str(tmp_path / "large.png"))
+    assert details["photo_size"] == [1024, 1024]
+    assert "as analysed, 1024x1024 (larger photos are scaled down to 1024 px" in status
+
+
+@pytest.mark.parametrize("photo, title", [("cat", "No face found"), ("text", "Not a usable image"),
+                                          ("no_eyes", "No eye found"), (None, "Nothing to work on")])
+def test_the_page_keeps_a_refusal_in_the_status_and_clears_the_outputs(handlers, photos, photo, title):
+    comparison, annotated, download, status = handlers.generate_page(str(photos[photo]) if photo else None)
+    assert comparison is None and annotated is None
+    assert download.value is None and download.interactive is False
+    assert title in status and len(status) > len(title) + 20, status
+
+
+def test_the_eye_crop_page_replaces_an_earlier_result_with_the_refusal(handlers, tmp_path):
+    Image.fromarray(ASTRONAUT[87:115, 188:216]).save(tmp_path / "eye.png")
+    comparison, download, status = handlers.generate_from_eye_page(str(tmp_path / "eye.png"))
+    assert comparison and download.interactive and "28x28" in status
+    Image.fromarray(ASTRONAUT[88:92, 190:194]).save(tmp_path / "tiny.png")
+    comparison, download, status = handlers.generate_from_eye_page(str(tmp_path / "tiny.png"))
+    assert comparison is None and download.interactive is False
+    assert "Not a usable image" in status and "4x4" in status and "28x28" not in status
+
+
+def test_live_endpoint_frame_by_frame(handlers, reference):
+    """The webcam stream: a frame with a face gives the comparison; one without keeps the last result, if any."""
+    _, _, status, has_result = handlers.live(data_url_frame(skimage.data.chelsea()), "both", False)
+    assert not has_result and "No face in the current frame" in status and "earlier frame" not in status
+    assert "photo" not in status
+    annotated, comparison, status, has_result = handlers.live(data_url_frame(ASTRONAUT), "both", has_result)
+    expected = reference(ASTRONAUT)
+    np.testing.assert_array_equal(read_png(annotated), expected.annotated())
+    np.testing.assert_array_equal(read_png(comparison), handlers.photo_comparison(expected))
+    assert has_result and "left eye and right eye" in status
+    annotated, comparison, status, has_result = handlers.live(data_url_frame(skimage.data.chelsea()), "both", has_result)
+    assert annotated == gr.skip() and comparison == gr.skip() and has_result
+    assert "No face in the current frame" in status and "earlier frame" in status
 
 
 def data_url_frame(rgb: np.ndarray) -> dict:
@@ -195,20 +316,41 @@ def data_url_frame(rgb: np.ndarray) -> dict:
     return {"url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), "path": None}
 
 
+def test_adding_a_model_is_one_entry_in_models(weights, tmp_path, photos, monkeypatch):
+    """A third model: one MODELS entry and its weights; the comparison gains a column, nothing else changes."""
+    for name in app.MODELS:
+        (tmp_path / app.MODELS[name].folder).symlink_to(weights / app.MODELS[name].folder)
+    third = make_model(tmp_path / "eye2face-third", "third", seed=5)
+    monkeypatch.setitem(app.MODELS, "third", app.ModelSpec("third model", "EYE2FACE_THIRD_MODEL", "eye2face-third"))
+    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=tmp_path))
+    comparison, details, _ = handlers.generate(str(photos["astronaut"]))
+    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"] and "third model" in details["columns"]
+    result = EyeToFacePipeline({"third": third})(str(photos["astronaut"]))
+    for row, r in zip(tiles(comparison, details), result.eyes, strict=True):
+        np.testing.assert_array_equal(row["third model"], r.faces["third"])
+    assert "third model" in app._weights_markdown(handlers.sources)
+
+
+def test_messages_read_as_sentences():
+    assert app._sentence("no face was found: use a photo") == "No face was found: use a photo."
+    assert app._sentence("empty.jpg is empty (0 bytes)") == "empty.jpg is empty (0 bytes)."
+    long = "First sentence. " * 10 + "Second one, " + "very " * 200 + "long."
+    cut = app._whole_sentences(long, limit=600)
+    assert cut.endswith("First sentence. [...]") and len(cut) < 600
+
+
 # ------------------------------------------------------------------------------------------------ loading models
 
 
 def test_models_load_from_the_bundled_folders_by_default(weights, reference):
-    app = import_app()
     pipeline, sources = app.load_pipeline(env={}, weights_dir=weights)
-    for name in ("l1", "feature"):
-        assert sources[name].startswith("bundled") and f"eye2face-{name}" in sources[name]
+    for name, spec in app.MODELS.items():
+        assert sources[name].startswith("bundled") and spec.folder in sources[name]
         for a, b in zip(pipeline.models[name].state_dict().values(), reference.models[name].state_dict().values()):
             assert torch_equal(a, b)
 
 
 def test_an_environment_variable_names_another_model(weights, tmp_path):
-    app = import_app()
     other = make_model(tmp_path / "other-l1", "l1", seed=7)
     pipeline, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": str(tmp_path / "other-l1")}, weights_dir=weights)
     assert "other-l1" in sources["l1"] and sources["feature"].startswith("bundled")
@@ -222,7 +364,6 @@ def test_an_environment_variable_names_another_model(weights, tmp_path):
 def test_offline_falls_back_to_the_bundled_weights_without_a_request(weights, monkeypatch):
     import huggingface_hub
 
-    app = import_app()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: pytest.fail("a request while offline"))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", _cache_only(huggingface_hub.hf_hub_download))
@@ -239,7 +380,6 @@ def _cache_only(download):
 
 
 def test_no_model_anywhere_is_a_clear_error(tmp_path):
-    app = import_app()
     with pytest.raises(FileNotFoundError, match="EYE2FACE_L1_MODEL"):
         app.load_pipeline(env={}, weights_dir=tmp_path)
 
@@ -247,10 +387,9 @@ def test_no_model_anywhere_is_a_clear_error(tmp_path):
 def test_bundled_weights_of_the_repository_load():
     if not (ROOT / "weights" / "eye2face-l1" / "model.safetensors").is_file():
         pytest.skip("weights/eye2face-l1 is not in this checkout yet (the trained weights are committed separately)")
-    app = import_app()
     pipeline, sources = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
     faces = pipeline.generate([ASTRONAUT[87:115, 188:216]])
-    assert faces["l1"][0].shape == faces["feature"][0].shape == (FACE_SIZE, FACE_SIZE, 3)
+    assert all(faces[name][0].shape == (FACE_SIZE, FACE_SIZE, 3) for name in app.MODELS)
 
 
 def torch_equal(a, b) -> bool:
@@ -262,7 +401,7 @@ def torch_equal(a, b) -> bool:
 # ---------------------------------------------------------------------------------------------------- examples
 
 
-def test_examples_are_redistributable_images_and_work(weights):
+def test_examples_are_redistributable_images_and_work(handlers):
     """Every example is a scikit-image photo (public domain / CC0) or a crop of one: never CelebA."""
     examples = ROOT / "examples"
     images = sorted(p.name for p in examples.iterdir() if p.suffix.lower() not in {".md", ".py"})
@@ -273,13 +412,11 @@ def test_examples_are_redistributable_images_and_work(weights):
     eye = np.asarray(Image.open(examples / "astronaut-eye-crop.png").convert("RGB"))
     np.testing.assert_array_equal(eye, crop(ASTRONAUT, detect(ASTRONAUT).eyes[0], EYE_SIZE))
 
-    app = import_app()
-    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=weights))
-    out = handlers.run(str(examples / "astronaut.png"), "both")
-    assert all(face.shape == (FACE_SIZE, FACE_SIZE, 3) for face in (out[2], out[3], out[5], out[6]))
+    _, details, _ = handlers.generate(str(examples / "astronaut.png"), "both")
+    assert details["rows"] == ["left eye", "right eye"]
     with pytest.raises(gr.Error, match="No face"):  # the cat example shows what happens without a face
-        handlers.run(str(examples / "chelsea-the-cat.png"), "both")
-    assert handlers.run_eye(str(examples / "astronaut-eye-crop.png"))[1].shape == (FACE_SIZE, FACE_SIZE, 3)
+        handlers.generate(str(examples / "chelsea-the-cat.png"), "both")
+    assert handlers.generate_from_eye(str(examples / "astronaut-eye-crop.png"))[1]["crop_size"] == [EYE_SIZE, EYE_SIZE]
 
 
 # ----------------------------------------------------------------------------------- `python app.py`, as a Space
@@ -291,15 +428,13 @@ def space(weights, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("space")
     make_model(tmp / "hub-l1", "l1", seed=3)
     with FakeHub({"eye2face/l1-test": tmp / "hub-l1"}, failing=("eye2face/feature-down",)) as hub:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "EYE2FACE_", "HF_"))}
-        env.update(
+        env = clean_env(
             GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_ENDPOINT=hub.url, HF_HOME=str(tmp / "hf"),
             EYE2FACE_WEIGHTS_DIR=str(weights), EYE2FACE_CACHE_SECONDS="8",
             EYE2FACE_L1_MODEL="eye2face/l1-test", EYE2FACE_FEATURE_MODEL="eye2face/feature-down",
         )
-        with running_app([sys.executable, "app.py"], env, port, tmp / "app.log", start_timeout=180) as (url, proc):
-            yield {"url": url, "port": port, "proc": proc, "hub": hub, "tmp": tmp}
+        with app_process(env, tmp / "app.log", start_timeout=180) as server:
+            yield {"url": server.url, "port": server.port, "proc": server.proc, "hub": hub, "tmp": tmp}
 
 
 def test_python_app_py_serves_on_loopback_only(space):
@@ -320,6 +455,8 @@ def test_python_app_py_loads_hub_models_and_falls_back_fast(space, weights, phot
     shown = json.dumps(config)
     assert "Hub repo `eye2face/l1-test`" in shown, "the UI should say the L1 model came from the Hub"
     assert "bundled `" in shown and "eye2face/feature-down" in shown, "the UI should say why the bundled one is used"
+    reason = re.search(r"`eye2face/feature-down` from EYE2FACE_FEATURE_MODEL could not be loaded \((.+?)\)\.(?:\\n|\")", shown)
+    assert reason and reason.group(1).rstrip().endswith((".", ")", "]")), "the reason is cut mid-sentence"
     assert space["hub"].requests_to("eye2face/feature-down") == 1, "an unreachable repo must fail at once, not be retried"
     client = Client(space["url"], verbose=False, analytics_enabled=False, download_files=str(tmp_path))
     out = generate(client, photos["astronaut"])
@@ -327,8 +464,9 @@ def test_python_app_py_loads_hub_models_and_falls_back_fast(space, weights, phot
         {"l1": EyeToFace.from_pretrained(str(space["tmp"] / "hub-l1")),
          "feature": EyeToFace.from_pretrained(str(weights / "eye2face-feature"))}
     )(str(photos["astronaut"]))
-    np.testing.assert_array_equal(read_png(out["left_l1"]), expected.eyes[0].faces["l1"])
-    np.testing.assert_array_equal(read_png(out["left_feature"]), expected.eyes[0].faces["feature"])
+    left = tiles(out["comparison"], out["details"])[0]
+    np.testing.assert_array_equal(left[app.MODELS["l1"].label], expected.eyes[0].faces["l1"])
+    np.testing.assert_array_equal(left[app.MODELS["feature"].label], expected.eyes[0].faces["feature"])
 
 
 def test_python_app_py_does_not_keep_uploaded_photos(space, tmp_path):

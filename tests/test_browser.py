@@ -1,6 +1,8 @@
 """The Gradio app as a person uses it: a real chromium, driven by playwright, with a fake webcam showing a face.
 
-Set EYE2FACE_SCREENSHOT=docs/screenshot.png to also save the results page there (the README's screenshot).
+Set EYE2FACE_SCREENSHOTS=docs to also save the README's screenshots there, on the bundled weights:
+docs/screenshot.png (the results page) and docs/screenshot-phone.png (the same at a phone's width, 390 px).
+Every test keeps its screenshots in its pytest tmp_path (printed with -s).
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from eye2face_hub.data import EYE_SIZE, FACE_SIZE
-from tests.app_fixtures import CHROMIUM, CHROMIUM_ARGS, ROOT, make_weights, read_png, served_app
+from tests.app_fixtures import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    import_app,
+    make_weights,
+    read_png,
+    served_app,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,6 +35,14 @@ pytestmark = [
 
 ASTRONAUT = skimage.data.astronaut()
 TIMEOUT_MS = 60_000  # generous: CI runners are small; nothing here measures speed
+SCREENSHOTS = os.environ.get("EYE2FACE_SCREENSHOTS")
+app = import_app()
+COLUMNS = 2 + len(app.MODELS)  # eye crop, each model, real face
+WIDTH = COLUMNS * (app.TILE + app.GAP) - app.GAP
+
+
+def comparison_size(rows: int, columns: int = COLUMNS) -> tuple[int, int]:
+    return columns * (app.TILE + app.GAP) - app.GAP, app.HEADER + rows * (app.CAPTION + app.TILE)
 
 
 def write_y4m(path: Path, rgb: np.ndarray, shifts=(0, 12, 24, 36, 24, 12), size=(640, 480), fps: int = 4) -> Path:
@@ -49,7 +66,7 @@ def write_y4m(path: Path, rgb: np.ndarray, shifts=(0, 12, 24, 36, 24, 12), size=
 def url(tmp_path_factory):
     """The app on small random test weights; on the repository's bundled weights when taking the README screenshot."""
     bundled = ROOT / "weights"
-    if os.environ.get("EYE2FACE_SCREENSHOT") and (bundled / "eye2face-feature" / "model.safetensors").is_file():
+    if SCREENSHOTS and all((bundled / s.folder / "model.safetensors").is_file() for s in app.MODELS.values()):
         weights = bundled
     else:
         weights = make_weights(tmp_path_factory.mktemp("weights"))
@@ -112,56 +129,85 @@ def upload(page, selector: str, path: Path):
     page.wait_for_selector(f"{selector} .image-frame img")  # the preview of the uploaded image
 
 
-def test_upload_a_photo_and_see_both_faces(page, photos, tmp_path):
+def screenshot(page, tmp_path: Path, name: str, full_page: bool = True) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=path, full_page=full_page)
+    print(f"screenshot: {path}")
+    return path
+
+
+def output_texts(page) -> dict[str, str]:
+    """The visible text of every output on the page (a failed event puts an "Error" badge on each of its outputs)."""
+    ids = ["comparison", "annotated", "download", "status", "eye-comparison", "eye-download", "eye-status"]
+    return {i: page.locator(f"#{i}").inner_text() for i in ids if page.locator(f"#{i}").is_visible()}
+
+
+def test_upload_a_photo_and_see_the_comparison(page, photos, tmp_path):
     assert "bundled" in page.locator("#weights").inner_text(), "the page should say which weights are loaded"
+    assert page.locator("#download").is_disabled(), "nothing to download before a result"
     upload(page, "#photo", photos["astronaut"])
     page.click("#generate")
-    for side in ("left", "right"):
-        assert loaded_size(page, f"#{side}-l1") == (FACE_SIZE, FACE_SIZE)
-        assert loaded_size(page, f"#{side}-feature") == (FACE_SIZE, FACE_SIZE)
-        assert loaded_size(page, f"#{side}-eye") == (EYE_SIZE, EYE_SIZE)
-    assert loaded_size(page, "#real-face") == (FACE_SIZE, FACE_SIZE)
+    assert loaded_size(page, "#comparison") == comparison_size(rows=2)
     assert loaded_size(page, "#annotated") == ASTRONAUT.shape[1::-1]
     assert "left eye" in page.locator("#status").inner_text()
-    # The eye crop is shown large enough to see (pixelated), not as a 32 px speck.
-    shown = page.eval_on_selector("#left-eye img", "i => [i.clientWidth, getComputedStyle(i).imageRendering]")
-    assert shown[0] >= 96 and shown[1] == "pixelated", shown
 
+    page.wait_for_function("() => !document.querySelector('#download').disabled")
     with page.expect_download() as download:
         page.click("#download")
-    grid = read_png(download.value.path())
-    assert grid.shape[1] == 4 * FACE_SIZE and grid.shape[0] > 2 * FACE_SIZE  # 4 columns, a row per eye
+    shown = page.eval_on_selector("#comparison img", "i => i.src")
+    assert download.value.suggested_filename.endswith(".png")
+    assert Path(download.value.path()).read_bytes() == page.request.get(shown).body(), "the download is the comparison"
+    read_png(download.value.path())
 
-    page.screenshot(path=tmp_path / "results.png", full_page=True)
-    if os.environ.get("EYE2FACE_SCREENSHOT"):
-        shutil.copy(tmp_path / "results.png", os.environ["EYE2FACE_SCREENSHOT"])
+    shot = screenshot(page, tmp_path, "results.png")
+    if SCREENSHOTS:
+        shutil.copy(shot, Path(SCREENSHOTS) / "screenshot.png")
 
 
-def test_a_photo_without_a_face_gets_a_clear_message_and_the_page_keeps_working(page, photos):
-    upload(page, "#photo", photos["cat"])
-    page.click("#generate")
-    page.get_by_text("No face was found").first.wait_for()
+def test_after_the_cat_example_the_reason_stays_and_no_output_shows_an_error(page, photos, tmp_path):
     upload(page, "#photo", photos["astronaut"])
     page.click("#generate")
-    assert loaded_size(page, "#left-l1") == (FACE_SIZE, FACE_SIZE)
+    loaded_size(page, "#comparison")  # an earlier result, which the refusal must clear
+    page.get_by_text("chelsea the cat").click()  # the example without a human face
+    page.click("#generate")
+    page.locator("#status").get_by_text("No face found").wait_for()
+    page.wait_for_timeout(15_000)  # toasts are gone by now; the reason must not be
+    status = page.locator("#status").inner_text()
+    assert "No face found" in status and "No face was found" in status, status
+    texts = output_texts(page)
+    assert not [i for i, text in texts.items() if "Error" in text.split()], texts
+    assert page.locator("#comparison img").count() == 0 and page.locator("#annotated img").count() == 0
+    assert page.locator("#download").is_disabled()
+    screenshot(page, tmp_path, "cat-after-15s.png")
+    # and the page keeps working
+    upload(page, "#photo", photos["astronaut"])
+    page.click("#generate")
+    assert loaded_size(page, "#comparison") == comparison_size(rows=2)
+    assert "No face found" not in page.locator("#status").inner_text()
 
 
-def test_an_eye_crop_gives_both_faces(page, tmp_path):
+def test_an_eye_crop_gives_every_models_face_and_a_refusal_replaces_it(page, tmp_path):
     Image.fromarray(ASTRONAUT[87:115, 188:216]).save(tmp_path / "my-eye.png")  # 28x28, as small as Haar finds them
+    Image.fromarray(ASTRONAUT[88:92, 190:194]).save(tmp_path / "tiny.png")
     page.get_by_role("tab", name="I already have an eye crop").click()
     upload(page, "#eye-input", tmp_path / "my-eye.png")
     page.click("#generate-eye")
-    assert loaded_size(page, "#eye-l1") == (FACE_SIZE, FACE_SIZE)
-    assert loaded_size(page, "#eye-feature") == (FACE_SIZE, FACE_SIZE)
-    assert loaded_size(page, "#eye-crop") == (EYE_SIZE, EYE_SIZE)
+    assert loaded_size(page, "#eye-comparison") == comparison_size(rows=1, columns=COLUMNS - 1)
+    assert "28x28" in page.locator("#eye-status").inner_text()
+    upload(page, "#eye-input", tmp_path / "tiny.png")
+    page.click("#generate-eye")
+    page.locator("#eye-status").get_by_text("Not a usable image").wait_for()
+    assert "28x28" not in page.locator("#eye-status").inner_text(), "the earlier result's text is stale"
+    assert page.locator("#eye-comparison img").count() == 0
+    assert not [i for i, text in output_texts(page).items() if "Error" in text.split()]
 
 
 def test_live_webcam_streams_generated_faces(page):
     page.get_by_role("tab", name="Live webcam").click()
     start_camera(page, "#webcam")
     page.locator("#webcam").get_by_role("button", name="capture photo").click()  # "Record": start streaming
-    width, height = loaded_size(page, "#live-grid")
-    assert width == 4 * FACE_SIZE and height > FACE_SIZE, "eye crop | L1 face | feature face | real face"
+    width, height = loaded_size(page, "#live-comparison")
+    assert width == WIDTH and height > app.TILE, "eye crop | each model's face | real face"
     assert loaded_size(page, "#live-annotated")[0] > 0
     assert "Face found" in page.locator("#live-status").inner_text()
     # The fake camera moves the face: the detections keep changing while the stream runs.
@@ -175,8 +221,7 @@ def test_a_webcam_snapshot_as_the_photo(page):
     page.locator("#photo").get_by_role("button", name="capture photo").click()
     page.wait_for_selector("#photo .image-frame img")  # the snapshot, uploaded
     page.click("#generate")
-    assert loaded_size(page, "#left-l1") == (FACE_SIZE, FACE_SIZE)
-    assert loaded_size(page, "#real-face") == (FACE_SIZE, FACE_SIZE)
+    assert loaded_size(page, "#comparison")[0] == WIDTH
 
 
 def test_paste_a_photo_from_the_clipboard(page, tmp_path):
@@ -191,5 +236,30 @@ def test_paste_a_photo_from_the_clipboard(page, tmp_path):
     page.locator("#photo").get_by_role("button", name="Paste from clipboard").click()
     page.wait_for_selector("#photo .image-frame img")
     page.click("#generate")
-    assert loaded_size(page, "#right-feature") == (FACE_SIZE, FACE_SIZE)
+    assert loaded_size(page, "#comparison") == comparison_size(rows=2)
     assert loaded_size(page, "#annotated") == ASTRONAUT.shape[1::-1]
+
+
+def test_on_a_phone_an_eye_and_its_faces_fit_on_one_screen(browser, url, photos, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(url)
+        upload(page, "#photo", photos["astronaut"])
+        page.click("#generate")
+        loaded_size(page, "#comparison")
+        page.eval_on_selector("#status", "e => e.scrollIntoView({block: 'start'})")  # the answer, as one reads it
+        box = page.locator("#comparison img").bounding_box()
+        scale = box["width"] / WIDTH
+        assert 0 <= box["x"] and box["x"] + box["width"] <= 390, box
+        # Every row (one eye: its caption, its crop, each model's face and the real face) and the header are on screen.
+        assert 0 <= box["y"] and box["y"] + comparison_size(rows=2)[1] * scale <= 844, box
+        assert app.TILE * scale >= 60, f"each face is shown {app.TILE * scale:.0f} px wide: too small to see"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
+        shot = screenshot(page, tmp_path, "phone.png", full_page=False)
+        if SCREENSHOTS:
+            shutil.copy(shot, Path(SCREENSHOTS) / "screenshot-phone.png")
+    finally:
+        context.close()
