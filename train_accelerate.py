@@ -27,9 +27,10 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from PIL import Image
 from tqdm.auto import tqdm
 
-from eye2face_hub.data import EyeFacePairs, load_pairs
+from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
+from eye2face_hub.hub import GENERATORS, DEFAULT_ARCH, load_generator
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
-from eye2face_hub.model import EyeToFace
+from eye2face_hub.model import EyeToFace  # noqa: F401  (registers the default architecture)
 from eye2face_hub.pipeline import comparison_grid, to_images
 from eye2face_hub.training import TrainingStep, as_input, autocast, initialise_loss_scale
 from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
@@ -73,6 +74,7 @@ def positive_int(text: str) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=LossConfig.PRESETS, default="feature")
+    p.add_argument("--arch", choices=sorted(GENERATORS), default=DEFAULT_ARCH, help="generator architecture (from scratch)")
     p.add_argument("--data", required=True, help="prepared pairs dataset: a folder from `eye2face prepare` or a Hub id")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--epochs", type=positive_int, default=150)
@@ -98,6 +100,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", default=None, help="start from these generator weights (a saved model folder)")
     p.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
     p.add_argument("--logging-steps", type=positive_int, default=20)
+    p.add_argument(
+        "--record-ranks", action="store_true",
+        help="write rank-N.json: the samples each rank saw in its first epoch and its final weights' SHA-256 "
+        "(checks that a distributed run splits the data and ends with identical weights)",
+    )
     p.add_argument("--push-to-hub", action="store_true")
     p.add_argument("--hub-model-id", default=None)
     p.add_argument("--hub-private", action="store_true")
@@ -131,7 +138,7 @@ def loss_config_from_args(args) -> LossConfig:
 
 def split_rows(args):
     rows = load_pairs(args.data)
-    missing = {"face", "left_eye", "right_eye"} - set(rows.column_names)
+    missing = {"face", *EYE_COLUMNS} - set(rows.column_names)
     if missing:
         raise ValueError(f"{args.data} is not a prepared pairs dataset (no {sorted(missing)}): run `eye2face prepare` first")
     if args.val_data:
@@ -205,7 +212,7 @@ def validate(model, loader, criterion, accelerator) -> dict[str, float]:
 def sample_grid(model, val: EyeFacePairs, n: int = 8) -> np.ndarray:
     was_training = model.training
     model.eval()
-    idx = list(range(0, min(2 * n, len(val)), 2))  # one eye per photo
+    idx = val.one_per_photo(n)
     eyes = torch.stack([val[i][0] for i in idx])
     faces = torch.stack([val[i][1] for i in idx])
     device = next(model.parameters()).device
@@ -215,9 +222,115 @@ def sample_grid(model, val: EyeFacePairs, n: int = 8) -> np.ndarray:
     return comparison_grid([as_hwc(eyes), to_images(generated), as_hwc(faces)], ["eye", "generated", "real"])
 
 
-def main(argv=None) -> Path:
-    args = parse_args(argv)
-    loss_config = loss_config_from_args(args)
+class Run:
+    """One training run: the networks with their optimizers and steps, data, step counter, validation, checkpoints.
+
+    The generator is trained by `self.step` (eye2face_hub.training.TrainingStep). A second network (e.g. a
+    critic) is built in `__init__` beside it, prepared with it in `prepare`, and stepped in `train_epoch`.
+    """
+
+    def __init__(self, args, accelerator: Accelerator, loss_config: LossConfig, vgg, train_rows, val_rows):
+        self.args, self.accelerator, self.loss_config = args, accelerator, loss_config
+        progress = accelerator.is_local_main_process
+        self.train_set, self.val_set = EyeFacePairs(train_rows, progress=progress), EyeFacePairs(val_rows, progress=progress)
+        world = accelerator.num_processes
+        self.train_loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=args.batch_size, shuffle=True,
+            drop_last=len(self.train_set) >= args.batch_size * world, num_workers=args.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        self.val_loader = torch.utils.data.DataLoader(self.val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+        model = load_generator(args.init_from) if args.init_from else GENERATORS[args.arch]()
+        self.model = model.to(memory_format=torch.channels_last)
+        self.criterion = EyeToFaceLoss(loss_config, vgg)
+        if self.criterion.feature is not None:
+            self.criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
+            self.criterion.feature.to(accelerator.device)
+            eyes, faces = (torch.stack(t) for t in zip(*(self.train_set[i] for i in range(min(args.batch_size, len(self.train_set))))))
+            initialise_loss_scale(self.criterion, eyes, faces, build_generator=GENERATORS[args.arch], seed=args.seed,
+                                  mixed_precision=accelerator.mixed_precision)
+            accelerator.register_for_checkpointing(self.criterion.feature)
+        self.clock = TrainingClock()
+        accelerator.register_for_checkpointing(self.clock)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        self.global_step, self.val_metrics, self.seen = 0, {}, []
+
+    def prepare(self) -> None:
+        a = self.accelerator
+        self.model, self.optimizer, self.train_loader, self.val_loader = a.prepare(
+            self.model, self.optimizer, self.train_loader, self.val_loader)
+        self.step = TrainingStep(self.model, self.criterion, self.optimizer, mixed_precision=a.mixed_precision,
+                                 compile=self.args.compile, backward=a.backward)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.args.gradient_accumulation_steps)
+        self.max_steps = self.args.max_steps or self.args.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.max_steps / self.steps_per_epoch)
+
+    def resume(self, checkpoint: Path | None) -> tuple[int, int]:
+        """Load a checkpoint; the epoch to start in and the batches of it already done."""
+        if checkpoint is None:
+            return 0, 0
+        self.accelerator.load_state(str(checkpoint))
+        self.global_step = int(CHECKPOINT.match(checkpoint.name)[1])
+        logger.info(f"resumed from {checkpoint} at step {self.global_step}")
+        return divmod(self.global_step * self.args.gradient_accumulation_steps, len(self.train_loader))
+
+    def train_epoch(self, epoch: int, skip: int, bar) -> float:
+        """Train one epoch (or what is left of it); the mean training loss."""
+        a, args = self.accelerator, self.args
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        loader = a.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        loss_sum, n_steps, started, start_step = torch.zeros((), device=a.device), 0, time.perf_counter(), self.global_step
+        for eye, face in loader:
+            if args.record_ranks and len(self.seen) < 16 * args.batch_size:
+                self.seen += [hashlib.sha1(e.numpy().tobytes()).hexdigest()[:12] for e in eye.cpu()]
+            with a.accumulate(self.model):
+                terms = self.step(eye, face)
+            loss_sum += terms["loss"].detach()
+            n_steps += 1
+            if not a.sync_gradients:
+                continue
+            self.global_step += 1
+            bar.update(1)
+            if self.global_step % args.logging_steps == 0 or self.global_step == self.max_steps:
+                # The only host sync in the loop: at logging steps.
+                logs = {f"train/{k}": v.item() for k, v in a.reduce({k: v.detach() for k, v in terms.items()}, "mean").items()}
+                logs["samples_per_s"] = ((self.global_step - start_step) * args.batch_size * a.num_processes
+                                         * args.gradient_accumulation_steps / (time.perf_counter() - started))
+                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                a.log(logs, step=self.global_step)
+            if self.global_step % args.checkpointing_steps == 0:
+                save_checkpoint(a, args, self.global_step)
+            if self.global_step >= self.max_steps:
+                break
+        return a.reduce(loss_sum, "mean").item() / max(n_steps, 1)
+
+    def validate_and_show(self, epoch: int, train_loss: float | None) -> None:
+        """Validation metrics (log and tracker) and the sample grid (samples.png and tracker) after an epoch."""
+        a = self.accelerator
+        self.val_metrics = validate(self.model, self.val_loader, self.criterion, a) if len(self.val_set) else {}
+        shown = ([f"train loss {train_loss:.4f}"] if train_loss is not None else []) + [f"val {k} {v:.4f}" for k, v in self.val_metrics.items()]
+        logger.info(f"epoch {epoch + 1}/{self.epochs} step {self.global_step}: " + ", ".join(shown))
+        a.log({f"val/{k}": v for k, v in self.val_metrics.items()}, step=self.global_step)
+        if a.is_main_process and len(self.val_set):
+            grid = sample_grid(a.unwrap_model(self.model), self.val_set)
+            Image.fromarray(grid).save(Path(self.args.output_dir) / "samples.png")
+            if self.args.report_to == "tensorboard":
+                a.get_tracker("tensorboard", unwrap=True).add_image("samples", grid, self.global_step, dataformats="HWC")
+
+    def record(self) -> dict:
+        """What config.json says about this training."""
+        a, feature = self.accelerator, self.criterion.feature
+        return {
+            "args": {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks")},
+            "steps": self.global_step, "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
+            "processes": a.num_processes, "device": a.device.type, "wall_time_s": round(self.clock.seconds(), 1),
+            "val_metrics": self.val_metrics, "l_initial": feature.l_initial.tolist() if feature is not None else None,
+        }
+
+
+def start(args) -> tuple[Accelerator, LossConfig, object, object, object, Path | None]:
+    """The accelerator, and everything that can fail at start (VGG depth, data, resume point), checked first."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision or ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None),
@@ -227,11 +340,10 @@ def main(argv=None) -> Path:
     )
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    logger.info(f"rank {rank} of {world} on {accelerator.device}, mixed precision {accelerator.mixed_precision}", main_process_only=False)
+    logger.info(f"rank {accelerator.process_index} of {accelerator.num_processes} on {accelerator.device}, "
+                f"mixed precision {accelerator.mixed_precision}", main_process_only=False)
     set_seed(args.seed)
-
-    # Fail at start, not after an hour: VGG depth, data, and resume point are checked first.
+    loss_config = loss_config_from_args(args)
     try:
         vgg = load_vgg19(loss_config.vgg_weights, max_layer=max(loss_config.feature_layers)) if loss_config.uses_vgg else None
         train_rows, val_rows = split_rows(args)
@@ -242,129 +354,51 @@ def main(argv=None) -> Path:
     if len(train_rows) == 0:
         raise SystemExit(f"error: {args.data} has no training rows")
     resume_from = None
-    if args.resume_from_checkpoint:
-        found = checkpoints(args.output_dir)
-        resume_from = (found[-1] if found else None) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
-        if args.resume_from_checkpoint != "latest" and not resume_from.is_dir():
+    if args.resume_from_checkpoint == "latest":
+        resume_from = (checkpoints(args.output_dir) or [None])[-1]
+    elif args.resume_from_checkpoint:
+        resume_from = Path(args.resume_from_checkpoint)
+        if not resume_from.is_dir():
             raise SystemExit(f"error: checkpoint {resume_from} does not exist")
+    return accelerator, loss_config, vgg, train_rows, val_rows, resume_from
 
-    progress = accelerator.is_local_main_process
-    train_set, val_set = EyeFacePairs(train_rows, progress=progress), EyeFacePairs(val_rows, progress=progress)
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=True, drop_last=len(train_set) >= args.batch_size * world,
-        num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
-    )
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
 
-    model = EyeToFace() if not args.init_from else EyeToFace.from_pretrained(args.init_from)
-    model = model.to(memory_format=torch.channels_last)
-    criterion = EyeToFaceLoss(loss_config, vgg)
-    if criterion.feature is not None:
-        criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
-        criterion.feature.to(accelerator.device)
-        first = [train_set[i] for i in range(min(args.batch_size, len(train_set)))]
-        eyes, faces = (torch.stack(t) for t in zip(*first))
-        initialise_loss_scale(criterion, eyes, faces, build_generator=EyeToFace, seed=args.seed,
-                              mixed_precision=accelerator.mixed_precision)
-        accelerator.register_for_checkpointing(criterion.feature)
-    clock = TrainingClock()
-    accelerator.register_for_checkpointing(clock)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    step = TrainingStep(model, criterion, optimizer, mixed_precision=accelerator.mixed_precision, compile=args.compile,
-                        backward=accelerator.backward)
-
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    max_steps = args.epochs * steps_per_epoch if args.max_steps is None else args.max_steps
-    epochs = math.ceil(max_steps / steps_per_epoch)
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    accelerator, loss_config, vgg, train_rows, val_rows, resume_from = start(args)
+    run = Run(args, accelerator, loss_config, vgg, train_rows, val_rows)
+    run.prepare()
     if accelerator.is_main_process:
         accelerator.init_trackers("eye2face", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
-    logger.info(f"{len(train_set)} train pairs, {len(val_set)} val pairs, {steps_per_epoch} steps/epoch, {max_steps} steps")
+    logger.info(f"{len(run.train_set)} train pairs, {len(run.val_set)} val pairs, {run.steps_per_epoch} steps/epoch, {run.max_steps} steps")
+    first_epoch, skip = run.resume(resume_from)
+    if run.criterion.feature is not None:
+        logger.info(f"l_initial per VGG layer: {[round(v, 4) for v in run.criterion.feature.l_initial.tolist()]}")
 
-    global_step, first_epoch, skip = 0, 0, 0
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        global_step = int(CHECKPOINT.match(resume_from.name)[1])
-        first_epoch, skip = divmod(global_step * args.gradient_accumulation_steps, len(train_loader))
-        logger.info(f"resumed from {resume_from} at step {global_step}")
-    if criterion.feature is not None:
-        l_initial = criterion.feature.l_initial
-        logger.info(f"l_initial per VGG layer: {[round(v, 4) for v in l_initial.tolist()]}")
-
-    seen_ids = []  # which pairs this rank trained on in its first epoch (a distributed-run check)
-    bar = tqdm(total=max_steps, initial=global_step, desc="Training", disable=not progress)
-    started, start_step, val_metrics = time.perf_counter(), global_step, {}
-    def evaluate_and_show(epoch: int, train_loss: float | None) -> dict[str, float]:
-        metrics = validate(model, val_loader, criterion, accelerator) if len(val_set) else {}
-        shown = ([f"train loss {train_loss:.4f}"] if train_loss is not None else []) + [f"val {k} {v:.4f}" for k, v in metrics.items()]
-        logger.info(f"epoch {epoch + 1}/{epochs} step {global_step}: " + ", ".join(shown))
-        accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=global_step)
-        if accelerator.is_main_process and len(val_set):
-            grid = sample_grid(accelerator.unwrap_model(model), val_set)
-            Image.fromarray(grid).save(Path(args.output_dir) / "samples.png")
-            tracker = accelerator.get_tracker("tensorboard", unwrap=True) if args.report_to == "tensorboard" else None
-            if tracker is not None:
-                tracker.add_image("samples", grid, global_step, dataformats="HWC")
-        return metrics
-
+    bar = tqdm(total=run.max_steps, initial=run.global_step, desc="Training", disable=not accelerator.is_local_main_process)
     epoch = first_epoch
-    for epoch in range(first_epoch, epochs):
-        if global_step >= max_steps:
+    for epoch in range(first_epoch, run.epochs):
+        if run.global_step >= run.max_steps:
             break
-        model.train()
-        train_loader.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, skip) if epoch == first_epoch and skip else train_loader
-        loss_sum, n_steps = torch.zeros((), device=accelerator.device), 0
-        for eye, face in loader:
-            if epoch == first_epoch and len(seen_ids) < 16 * args.batch_size:
-                seen_ids += [hashlib.sha1(e.numpy().tobytes()).hexdigest()[:12] for e in eye.cpu()]
-            with accelerator.accumulate(model):
-                terms = step(eye, face)
-            loss_sum += terms["loss"].detach()
-            n_steps += 1
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            bar.update(1)
-            if global_step % args.logging_steps == 0 or global_step == max_steps:
-                # The only host sync in the loop: at logging steps.
-                logs = {f"train/{k}": v.item() for k, v in accelerator.reduce({k: v.detach() for k, v in terms.items()}, "mean").items()}
-                logs["samples_per_s"] = (global_step - start_step) * args.batch_size * world * args.gradient_accumulation_steps / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
-                accelerator.log(logs, step=global_step)
-            if global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args, global_step)
-            if global_step >= max_steps:
-                break
-        train_loss = accelerator.reduce(loss_sum, "mean").item() / max(n_steps, 1)
-        val_metrics = evaluate_and_show(epoch, train_loss)
-    if not val_metrics:  # resumed at the last step: nothing was trained, but the record needs metrics
-        val_metrics = evaluate_and_show(epoch, None)
+        train_loss = run.train_epoch(epoch, skip if epoch == first_epoch else 0, bar)
+        run.validate_and_show(epoch, train_loss)
+    if not run.val_metrics:  # resumed at the last step: nothing was trained, but the record needs metrics
+        run.validate_and_show(epoch, None)
     bar.close()
     accelerator.wait_for_everyone()
 
-    unwrapped = accelerator.unwrap_model(model)
-    with open(Path(args.output_dir) / f"rank-{rank}.json", "w") as f:
-        json.dump({"rank": rank, "world_size": world, "first_epoch_samples": seen_ids, "state_sha256": state_hash(unwrapped)}, f)
-    out = Path(args.output_dir)
+    unwrapped = accelerator.unwrap_model(run.model)
+    if args.record_ranks:
+        record = {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
+                  "first_epoch_samples": run.seen, "state_sha256": state_hash(unwrapped)}
+        (Path(args.output_dir) / f"rank-{accelerator.process_index}.json").write_text(json.dumps(record))
     if accelerator.is_main_process:
-        training = {
-            "args": {k: v for k, v in vars(args).items() if k not in ("push_to_hub", "hub_private")},
-            "steps": global_step,
-            "train_pairs": len(train_set),
-            "val_pairs": len(val_set),
-            "processes": world,
-            "device": accelerator.device.type,
-            "wall_time_s": round(clock.seconds(), 1),
-            "val_metrics": val_metrics,
-            "l_initial": criterion.feature.l_initial.tolist() if criterion.feature is not None else None,
-        }
-        publish(unwrapped, loss_config, training, args)
+        publish(unwrapped, loss_config, run.record(), args)
     accelerator.end_training()
-    return out
+    return Path(args.output_dir)
 
 
-def publish(model: EyeToFace, loss_config: LossConfig, training: dict, args) -> None:
+def publish(model, loss_config: LossConfig, training: dict, args) -> None:
     """save_pretrained (weights, config with loss config and training record, model card); then push."""
     out = Path(args.output_dir)
     (out / "README.md").unlink(missing_ok=True)  # the mixin never overwrites a card

@@ -14,8 +14,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+# The sample, defined once: a kept photo's 128x128 face and its eyes' 32x32 crops, left then right in the photo.
 FACE_SIZE = 128
 EYE_SIZE = 32
+EYE_COLUMNS = ("left_eye", "right_eye")  # a prepared row's eye columns, in sample order
+EYES_PER_PHOTO = len(EYE_COLUMNS)
+MIN_EYE_CROP = 8  # pixels: the smallest eye crop accepted (detected eye boxes are often under EYE_SIZE)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Why a photo is dropped; "kept" photos give two pairs.
 REASONS = ("kept", "unreadable", "no_face", "several_faces", "fewer_than_2_eyes", "more_than_2_eyes")
@@ -97,10 +101,10 @@ def read_rgb(source: str | os.PathLike | bytes) -> np.ndarray:
 def pairs_from_photo(rgb: np.ndarray) -> dict:
     """One dataset row: status, and for kept photos the 128px face and the two 32px eyes as JPEG."""
     det = detect(rgb)
-    row = {"status": det.status, "face": None, "left_eye": None, "right_eye": None}
+    row = {"status": det.status, "face": None, **dict.fromkeys(EYE_COLUMNS)}
     if det.status == "kept":
         row["face"] = {"bytes": encode_jpeg(crop(rgb, det.face, FACE_SIZE)), "path": None}
-        for key, box in zip(("left_eye", "right_eye"), det.eyes):
+        for key, box in zip(EYE_COLUMNS, det.eyes):
             row[key] = {"bytes": encode_jpeg(crop(rgb, box, EYE_SIZE)), "path": None}
     return row
 
@@ -111,7 +115,7 @@ def _prepare_row(example: dict, image_column: str) -> dict:
     try:
         rgb = read_rgb(image.get("bytes") or source)
     except Exception:  # any undecodable input is a dropped photo, counted, not a crash
-        return {"status": "unreadable", "face": None, "left_eye": None, "right_eye": None, "source": source}
+        return {"status": "unreadable", "face": None, **dict.fromkeys(EYE_COLUMNS), "source": source}
     return {**pairs_from_photo(rgb), "source": os.path.basename(source)}
 
 
@@ -154,8 +158,7 @@ def prepare(
     features = datasets.Features(
         {
             "face": datasets.Image(),
-            "left_eye": datasets.Image(),
-            "right_eye": datasets.Image(),
+            **{column: datasets.Image() for column in EYE_COLUMNS},
             "source": datasets.Value("string"),
             "status": datasets.Value("string"),
         }
@@ -194,9 +197,10 @@ def _decode(images: list) -> torch.Tensor:
 
 
 class EyeFacePairs(torch.utils.data.Dataset):
-    """Decoded uint8 tensors, two (eye, face) pairs per photo row; scale with `to_unit` on the device.
+    """Decoded uint8 tensors, EYES_PER_PHOTO (eye, face) pairs per photo row; scale with `to_unit` on the device.
 
-    Decoding once up front keeps the training loop fed without JPEG work per step.
+    Sample i is eye i % EYES_PER_PHOTO of photo `photo(i)`. Decoding once up front keeps the training loop fed
+    without JPEG work per step.
     """
 
     def __init__(self, rows, batch_size: int = 512, progress: bool = True):
@@ -206,7 +210,7 @@ class EyeFacePairs(torch.utils.data.Dataset):
         for start in tqdm(range(0, len(rows), batch_size), desc="Decoding pairs", disable=not progress):
             batch = rows[start : start + batch_size]
             faces.append(_decode(batch["face"]))
-            eyes.append(torch.stack([_decode(batch["left_eye"]), _decode(batch["right_eye"])], 1).flatten(0, 1))
+            eyes.append(torch.stack([_decode(batch[column]) for column in EYE_COLUMNS], 1).flatten(0, 1))
         if not faces:
             raise ValueError("the pairs dataset is empty")
         self.faces, self.eyes = torch.cat(faces), torch.cat(eyes)
@@ -215,7 +219,16 @@ class EyeFacePairs(torch.utils.data.Dataset):
         return len(self.eyes)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.eyes[i], self.faces[i // 2]
+        return self.eyes[i], self.faces[self.photo(i)]
+
+    @staticmethod
+    def photo(i: int | torch.Tensor) -> int | torch.Tensor:
+        """The photo (row) that sample i comes from."""
+        return i // EYES_PER_PHOTO
+
+    def one_per_photo(self, n: int | None = None) -> list[int]:
+        """Indices of the first sample of each of the first n photos."""
+        return list(range(0, len(self), EYES_PER_PHOTO))[:n]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .data import EYE_SIZE, FACE_SIZE, Box, crop, detect
-from .model import EyeToFace
+from .hub import load_generator
 
 MAX_INPUT_PIXELS = 64_000_000  # larger files are refused before decoding (decompression bombs)
 MAX_DETECT_SIDE = 1024  # photos are downscaled to this before detection: bounded memory and time
@@ -202,7 +202,7 @@ def to_images(batch: torch.Tensor) -> list[np.ndarray]:
 class EyeToFacePipeline:
     """Generate faces from the eyes in a photo with one or more named models (e.g. "l1", "feature")."""
 
-    def __init__(self, models: dict[str, EyeToFace]):
+    def __init__(self, models: dict[str, torch.nn.Module]):
         if not models:
             raise ValueError("the pipeline needs at least one model")
         # channels_last (NHWC) weights: the CPU's (oneDNN) convolutions run about 1.5x faster than NCHW on this
@@ -212,7 +212,7 @@ class EyeToFacePipeline:
 
     @classmethod
     def from_pretrained(cls, sources: dict[str, str], **kwargs) -> EyeToFacePipeline:
-        return cls({name: EyeToFace.from_pretrained(src, **kwargs) for name, src in sources.items()})
+        return cls({name: load_generator(src, **kwargs) for name, src in sources.items()})
 
     @torch.inference_mode()
     def generate(self, eyes: list[np.ndarray]) -> dict[str, list[np.ndarray]]:

@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from eye2face_hub import Eye2FaceError, EyeToFace, EyeToFacePipeline
-from eye2face_hub.model import ModelLoadError
+from eye2face_hub.hub import ModelLoadError
 
 HANG_S = 30
 PHOTO_EXAMPLES = 1000

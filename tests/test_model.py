@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from eye2face_hub import EyeToFace
+from eye2face_hub import GENERATORS, EyeToFace, GeneratorHub, ModelConfigError, load_generator
 
 
 def test_shapes_range_and_size():
@@ -42,3 +42,32 @@ def test_save_load_round_trip(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(model(x), loaded(x))
     assert loaded.loss_config == {"preset": "l1"}
+
+
+def test_config_names_the_architecture_and_loaders_follow_it(tmp_path):
+    EyeToFace(latent_dim=16).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["arch"] == "eye_to_face" and GENERATORS["eye_to_face"] is EyeToFace
+    assert type(load_generator(tmp_path)) is EyeToFace
+    del config["arch"]  # a config.json from before `arch`: still an EyeToFace
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert type(load_generator(tmp_path)) is EyeToFace and EyeToFace.from_pretrained(tmp_path).encode(torch.rand(1, 3, 32, 32)).shape == (1, 16)
+
+
+def test_unknown_or_other_architecture_is_a_clear_error(tmp_path):
+    class Other(torch.nn.Module, GeneratorHub):
+        arch = "test_other"
+
+        def __init__(self, width: int = 2):
+            super().__init__()
+            self.layer = torch.nn.Linear(width, width)
+
+    try:
+        Other(width=3).save_pretrained(tmp_path / "other")
+        assert type(load_generator(tmp_path / "other")) is Other and load_generator(tmp_path / "other").layer.in_features == 3
+        with pytest.raises(ModelConfigError, match="describes a Other .arch='test_other'., not a EyeToFace"):
+            EyeToFace.from_pretrained(tmp_path / "other")
+    finally:
+        del GENERATORS["test_other"]
+    with pytest.raises(ModelConfigError, match="unknown architecture arch='test_other'"):
+        load_generator(tmp_path / "other")

@@ -22,14 +22,13 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from eye2face_hub import EyeToFace
-from eye2face_hub.model import (
+from eye2face_hub.hub import (
     MAX_PARAMETERS,
     HubUnreachableError,
     ModelConfigError,
     ModelLoadError,
     ModelNotFoundError,
     UnsafeCheckpointError,
-    parameter_count,
 )
 from tests.app_fixtures import FakeHub
 
@@ -188,10 +187,11 @@ def test_weights_with_nan_are_refused(tmp_path):
     decoder=st.lists(st.integers(1, 12), min_size=1, max_size=7),
 )
 def test_parameter_limit_counts_exactly(encoder, latent, decoder):
-    # The limit is checked before anything is allocated, so the count it uses must be the real one.
-    model = EyeToFace(encoder_widths=encoder, latent_dim=latent, decoder_widths=decoder)
-    assert parameter_count(encoder, latent, decoder) == sum(p.numel() for p in model.parameters())
-    assert parameter_count([32, 64, 128], 256, [256, 128, 64, 32, 16]) < MAX_PARAMETERS
+    # The limit is checked before anything is allocated (on the meta device), so the count must be the real one.
+    config = {"encoder_widths": encoder, "latent_dim": latent, "decoder_widths": decoder}
+    model = EyeToFace(**config)
+    assert EyeToFace.parameter_count(config) == sum(p.numel() for p in model.parameters())
+    assert EyeToFace.parameter_count({}) < MAX_PARAMETERS
 
 
 # ------------------------------------------------------------------------------------------------ the Hub

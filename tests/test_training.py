@@ -23,7 +23,8 @@ def test_two_cpu_ranks_see_different_data_and_end_identical(prepared_pairs, tmp_
     # `accelerate launch --cpu --num_processes 2` silently runs ONE process; this is the launch that gives 2 ranks.
     launcher = (ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517")
-    log = train(prepared_pairs, tmp_path, "--preset", "l1", "--max-steps", "4", launcher=launcher, ACCELERATE_USE_CPU="1")
+    log = train(prepared_pairs, tmp_path, "--preset", "l1", "--max-steps", "4", "--record-ranks", launcher=launcher,
+                ACCELERATE_USE_CPU="1")
     assert "rank 0 of 2" in log and "rank 1 of 2" in log
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
