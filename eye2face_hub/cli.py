@@ -54,7 +54,8 @@ def _generate(args) -> None:
 def _evaluate(args) -> None:
     from .evaluate import evaluate
 
-    metrics = evaluate(args.model, args.images, args.out, limit=args.limit, vgg_weights=args.vgg_weights)
+    metrics = evaluate(args.model, args.images, args.out, limit=args.limit, vgg_weights=args.vgg_weights,
+                       identity_block=args.identity)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"wrote {args.out}/metrics.json, metrics.md and grid.png ({metrics['n_pairs']} pairs)")
 
@@ -86,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--vgg-weights", default=None, help="default: the VGG weights the models were trained with")
+    p.add_argument(
+        "--vgg-weights", default=None,
+        help="a safetensors file, a folder holding the file the model recorded, or a Hub id (default: "
+        "$EYE2FACE_VGG_WEIGHTS, else the weights the model recorded, found by name in ../shared/vgg19/)",
+    )
+    p.add_argument("--no-identity", dest="identity", action="store_false",
+                   help="leave out the identity block (dlib face descriptor; needs pip install -e \".[eval]\")")
     p.set_defaults(func=_evaluate)
     return parser
 

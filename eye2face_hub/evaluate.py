@@ -3,23 +3,86 @@
 Pixel metrics (L1, L2, PSNR, SSIM) come from torchmetrics. The VGG metrics use the feature loss's own
 backbone, layers and weights; no Inception or LPIPS weights can be fetched offline, so FD is computed
 on VGG features (`fd_vgg`), not Inception (FID).
+
+The identity block (`identity` in metrics.json) comes from an independent face recogniser, dlib's ResNet face
+descriptor (`eye2face_hub.identity`, the `eval` extra); without it, everything else is still measured.
+
+VGG weights are found, in this order: `--vgg-weights`; the `EYE2FACE_VGG_WEIGHTS` environment variable; the
+path a model recorded, if it exists here; the recorded file name in `../shared/vgg19/` beside the checkout (or
+beside the current folder). A recorded sha256 is checked.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import identity
 from .data import EyeFacePairs, prepare, to_unit
-from .losses import FeatureLoss, LossConfig
+from .losses import FeatureLoss, LossConfig, file_sha256
 from .model import EyeToFace
 from .pipeline import comparison_grid, to_images
-from .vgg import load_vgg19
+from .vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
+
+VGG_ENV = "EYE2FACE_VGG_WEIGHTS"
+VGG_DEFAULT_DIRS = (Path(__file__).resolve().parents[2] / "shared" / "vgg19", Path("..") / "shared" / "vgg19")
+
+
+class VGGWeightsNotFound(FileNotFoundError):
+    """The VGG weights a model was trained with are not here (or a file by that name has another sha256)."""
+
+
+def _is_local_reference(weights: str) -> bool:
+    return weights.endswith(".safetensors") or weights.startswith((".", "/")) or os.path.exists(weights)
+
+
+def find_vgg_weights(recorded: str, sha256: str | None = None, given: str | None = None) -> str:
+    """A loadable VGG weights reference (a file, a folder or a Hub id) for the weights a model recorded.
+
+    `recorded`: the model's loss_config.vgg_weights (a file name, an old absolute path, or a Hub id); `sha256`:
+    its recorded hash, checked against the file found; `given`: `--vgg-weights`. Order: `given`, else
+    $EYE2FACE_VGG_WEIGHTS (each a file, a folder holding the recorded file, or a Hub id; an explicit path that
+    does not exist is an error, never skipped), else the recorded path as it is, else the recorded file name in
+    ../shared/vgg19/ beside the checkout or beside the current folder.
+    """
+    name = os.path.basename(os.path.normpath(recorded)) if _is_local_reference(recorded) else None
+    explicit = [(source, value) for source, value in (("--vgg-weights", given), (VGG_ENV, os.environ.get(VGG_ENV))) if value]
+    if explicit:
+        source, value = explicit[0]
+        if name and os.path.isdir(value) and os.path.exists(os.path.join(value, name)):
+            candidates = [os.path.join(value, name)]  # a folder that holds the recorded file
+        elif os.path.exists(value) or not _is_local_reference(value):
+            candidates = [value]  # a file, a model folder, or a Hub id
+        else:
+            raise VGGWeightsNotFound(f"VGG19 weights {value} ({source}) not found")
+    elif name is None:
+        return recorded  # a Hub id
+    else:
+        candidates = [recorded, *(str(folder / name) for folder in VGG_DEFAULT_DIRS)]
+    for candidate in candidates:
+        if not _is_local_reference(candidate):
+            return candidate
+        if not os.path.exists(candidate):
+            continue
+        file = os.path.join(candidate, "model.safetensors") if os.path.isdir(candidate) else candidate
+        if sha256 and os.path.isfile(file) and file_sha256(file) != sha256:
+            raise VGGWeightsNotFound(
+                f"VGG19 weights {candidate} have sha256 {file_sha256(file)[:16]}..., not the {sha256[:16]}... recorded "
+                f"for {recorded}: pass the weights the model was trained with (--vgg-weights PATH)"
+            )
+        return candidate
+    hashed = f" (sha256 {sha256[:16]}...)" if sha256 else ""
+    raise VGGWeightsNotFound(
+        f"VGG19 weights {name}{hashed} not found at {', '.join(dict.fromkeys(candidates))}. "
+        f"Pass --vgg-weights PATH (the file, or a folder holding it) or set {VGG_ENV}"
+    )
 
 
 class RunningMoments:
@@ -62,11 +125,10 @@ def _feature_setup(models: dict[str, EyeToFace], vgg_weights: str | None):
     trained = [m for m in models.values() if m.loss_config and m.loss_config.get("feature_weight")]
     if trained:
         cfg = LossConfig.from_dict(trained[0].loss_config)
-        if vgg_weights:
-            cfg.vgg_weights = vgg_weights
-        vgg = load_vgg19(cfg.vgg_weights, max_layer=max(cfg.feature_layers))
+        cfg.vgg_weights = find_vgg_weights(cfg.vgg_weights, cfg.vgg_weights_sha256, vgg_weights)
+        vgg = _load_vgg(cfg.vgg_weights, max_layer=max(cfg.feature_layers))
     else:
-        vgg = load_vgg19(vgg_weights or LossConfig().vgg_weights)
+        vgg = _load_vgg(find_vgg_weights(DEFAULT_VGG_WEIGHTS, None, vgg_weights))
         cfg = LossConfig.from_preset("feature", feature_layers=list(range(vgg.max_layer + 1)), vgg_weights=vgg.weights_source)
     loss = FeatureLoss.from_config(cfg, vgg)
     record = trained[0].training_info if trained else None
@@ -75,18 +137,34 @@ def _feature_setup(models: dict[str, EyeToFace], vgg_weights: str | None):
     return cfg, loss
 
 
+def _load_vgg(weights: str, max_layer: int | None = None):
+    try:
+        return load_vgg19(weights, max_layer=max_layer)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # a Hub id that cannot be fetched (offline)
+        raise VGGWeightsNotFound(
+            f"VGG19 weights {weights} could not be fetched ({type(e).__name__}); pass --vgg-weights PATH or set {VGG_ENV}"
+        ) from None
+
+
 @torch.inference_mode()
 def evaluate(
     model_sources: list[str], images: str, out: str, *, limit: int | None = None, vgg_weights: str | None = None,
-    batch_size: int = 32, grid_rows: int = 8,
+    batch_size: int = 32, grid_rows: int = 8, identity_block: bool = True,
 ) -> dict:
-    """Writes metrics.json, metrics.md and grid.png to `out`; returns the metrics."""
+    """Writes metrics.json, metrics.md and grid.png to `out`; returns the metrics.
+
+    The identity block (dlib's face descriptor) is computed when `identity_block` and the `eval` extra is
+    installed; otherwise metrics["identity"] says why it is missing.
+    """
     models = {src: EyeToFace.from_pretrained(src).eval() for src in model_sources}
+    identity_missing = identity.available() if identity_block else "left out (--no-identity)"
+    cfg, feature_loss = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
     pairs_rows, stats = prepare(images, None, limit=limit)
     if len(pairs_rows) == 0:
         raise ValueError(f"no photo in {images} had exactly one face and two eyes ({dict(stats)})")
     pairs = EyeFacePairs(pairs_rows)
-    cfg, feature_loss = _feature_setup(models, vgg_weights)
     if not feature_loss.is_initialised:  # no trained feature model: scale by a fresh generator, as training does
         torch.manual_seed(0)
         first = torch.stack([pairs[i][0] for i in range(min(64, len(pairs)))])
@@ -100,6 +178,7 @@ def evaluate(
     sums = {name: {k: 0.0 for k in ("l1", "l2", "psnr", "ssim", "feature_loss")} for name in models}
     moments = {name: [RunningMoments() for _ in layers] for name in [*models, "real"]}
     descriptors = {name: [] for name in [*models, "real"]}  # for identity retrieval and FD
+    face_ids = {name: [] for name in models}  # dlib descriptors of the generated faces
     for eye, face in tqdm(loader, desc="Evaluating"):
         eye, face = to_unit(eye), to_unit(face)
         real_feats = feature_loss.vgg(face, layers)
@@ -118,6 +197,8 @@ def evaluate(
             for m, f in zip(moments[name], pred_feats):
                 m.update(f)
             descriptors[name].append(pred_feats[layers.index(deepest)])
+            if not identity_missing:
+                face_ids[name].append(identity.descriptors(pred))
 
     n_pairs = len(pairs)
     # Both eyes of a photo share its real face: keep one real descriptor per photo.
@@ -127,7 +208,18 @@ def evaluate(
     weights = torch.tensor(cfg.layer_weights, dtype=torch.float64)
     metrics = {"n_photos": len(pairs_rows), "n_pairs": n_pairs, "haar_yield": dict(stats),
                "chance_top1": 1 / len(real), "chance_top5": min(5, len(real)) / len(real),
-               "feature_layers": layers, "vgg_weights": cfg.vgg_weights}
+               "feature_layers": layers, "vgg_weights": cfg.to_dict()["vgg_weights"],
+               "vgg_weights_sha256": cfg.to_dict()["vgg_weights_sha256"]}
+    if identity_missing:
+        metrics["identity"] = {"skipped": identity_missing}
+    else:
+        # One real face per photo; pairs are (left eye, face), (right eye, face): pair i belongs to photo i // 2.
+        real_ids = identity.descriptors(pairs.faces)
+        metrics["identity"] = {
+            "recogniser": identity.RECOGNISER, "same_person_distance": identity.SAME_PERSON,
+            "n_real_faces": len(real_ids), "chance_top1": 1 / len(real_ids), "chance_top5": min(5, len(real_ids)) / len(real_ids),
+            "real_spread": identity.spread(real_ids),
+        }
     for name in models:
         m = {k: v / n_pairs for k, v in sums[name].items()}
         per_layer = torch.stack([(r.std().mean() - g.std().mean()).abs() for r, g in zip(moments["real"], moments[name])])
@@ -139,6 +231,8 @@ def evaluate(
         m["id_top1"] = float((rank < 1).double().mean())
         m["id_top5"] = float((rank < 5).double().mean())
         m["fd_vgg"] = frechet_distance(gen.mean((2, 3)), real_fd)
+        if not identity_missing:
+            m["identity"] = identity.identity_metrics(np.concatenate(face_ids[name]), real_ids, np.arange(n_pairs) // 2)
         metrics[name] = m
 
     out_dir = Path(out)
@@ -156,7 +250,11 @@ def evaluate(
 
 
 METRIC_COLUMNS = [("l1", "L1"), ("l2", "L2"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("feature_loss", "feature loss"),
-                  ("std_features", "std of features"), ("id_top1", "id top-1"), ("id_top5", "id top-5"), ("fd_vgg", "FD (VGG)")]
+                  ("std_features", "std of features"), ("id_top1", "VGG id top-1"), ("id_top5", "VGG id top-5"),
+                  ("fd_vgg", "FD (VGG)")]
+IDENTITY_COLUMNS = [("distance_own", "distance to own real face"), ("distance_others", "to other real faces"),
+                    ("within_same_person", "within 0.6 of own"), ("top1", "top-1"), ("top5", "top-5"),
+                    ("spread", "spread")]
 
 
 def markdown_table(metrics: dict, names: list[str]) -> str:
@@ -168,4 +266,23 @@ def markdown_table(metrics: dict, names: list[str]) -> str:
         f"\n{metrics['n_photos']} photos, {metrics['n_pairs']} (eye, face) pairs; identity chance level: "
         f"top-1 {metrics['chance_top1']:.4f}, top-5 {metrics['chance_top5']:.4f}. VGG layers {metrics['feature_layers']}."
     )
+    rows.append("\n" + identity_table(metrics, names))
     return "\n".join(rows) + "\n"
+
+
+def identity_table(metrics: dict, names: list[str]) -> str:
+    """The identity block as markdown, or the one line that says how to add it."""
+    block = metrics.get("identity") or {"skipped": "not computed"}
+    if "skipped" in block:
+        return f"Identity block (dlib face descriptor) skipped: {block['skipped']}."
+    rows = ["Identity, by dlib's ResNet face descriptor (distances; same person within 0.6):", "",
+            "| model | " + " | ".join(title for _, title in IDENTITY_COLUMNS) + " |",
+            "|---" * (len(IDENTITY_COLUMNS) + 1) + "|"]
+    for name in names:
+        rows.append(f"| {name} | " + " | ".join(f"{metrics[name]['identity'][k]:.4g}" for k, _ in IDENTITY_COLUMNS) + " |")
+    rows.append("| real faces | " + " | ".join("" for _ in IDENTITY_COLUMNS[:-1]) + f" | {block['real_spread']:.4g} |")
+    rows.append(
+        f"\nRetrieval among the {block['n_real_faces']} real faces; chance level top-1 {block['chance_top1']:.4f}, "
+        f"top-5 {block['chance_top5']:.4f}. Spread: mean pairwise distance within a set (low: one face for everyone)."
+    )
+    return "\n".join(rows)

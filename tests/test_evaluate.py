@@ -1,13 +1,23 @@
+import hashlib
 import json
+import shutil
+import sys
 
 import pytest
 import torch
 
-from eye2face_hub import EyeToFace
+from eye2face_hub import EyeToFace, identity
 from eye2face_hub.cli import main as cli
-from eye2face_hub.evaluate import RunningMoments, frechet_distance
+from eye2face_hub.evaluate import (
+    VGG_ENV,
+    RunningMoments,
+    VGGWeightsNotFound,
+    find_vgg_weights,
+    frechet_distance,
+)
+from eye2face_hub.losses import LossConfig, file_sha256
 
-from .paths import VGG_FILE, need
+from .paths import REPO, VGG_FILE, need
 
 
 def test_running_moments_match_torch():
@@ -47,3 +57,100 @@ def test_evaluate_cli(celeba_sample, tmp_path):
         assert m["std_features"] > 0 and m["fd_vgg"] > 0
     assert metrics[str(tmp_path / "a")]["l1"] != metrics[str(tmp_path / "b")]["l1"]
     assert "| model |" in (out / "metrics.md").read_text() and (out / "grid.png").stat().st_size > 0
+    missing = identity.available()
+    if missing:  # without the eval extra: one line says how to add the identity block
+        assert metrics["identity"] == {"skipped": missing}
+        return
+    block = metrics["identity"]
+    assert block["n_real_faces"] == metrics["n_pairs"] // 2 and block["chance_top1"] == pytest.approx(1 / block["n_real_faces"])
+    assert 0.3 < block["real_spread"] < 1.2  # different people
+    for name in ("a", "b"):
+        m = metrics[str(tmp_path / name)]["identity"]
+        assert set(m) == {"distance_own", "distance_others", "within_same_person", "top1", "top5", "spread"}
+        assert 0 < m["distance_own"] and 0 < m["distance_others"] and 0 <= m["within_same_person"] <= 1
+        assert 0 <= m["top1"] <= m["top5"] <= 1 and 0 <= m["spread"] < 2
+    md = (out / "metrics.md").read_text()
+    assert "| real faces |" in md and md.count(f"{block['real_spread']:.4g}") == 1
+
+
+def test_evaluate_without_identity_extra(celeba_sample, tmp_path, monkeypatch, capsys):
+    identity.recogniser.cache_clear()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib-bin were not installed
+    try:
+        EyeToFace(latent_dim=32).save_pretrained(tmp_path / "m")
+        out = tmp_path / "eval"
+        assert cli(["evaluate", "--model", str(tmp_path / "m"), "--images", str(celeba_sample), "--out", str(out),
+                    "--limit", "6", "--vgg-weights", str(need(VGG_FILE))]) == 0
+    finally:
+        identity.recogniser.cache_clear()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics[str(tmp_path / "m")]["l1"] > 0 and "identity" not in metrics[str(tmp_path / "m")]
+    assert 'pip install -e ".[eval]"' in metrics["identity"]["skipped"]
+    printed = capsys.readouterr().out
+    assert len([line for line in printed.splitlines() if ".[eval]" in line]) == 1
+
+
+def test_loss_config_records_vgg_weights_portably(tmp_path):
+    weights = tmp_path / "deep" / "vgg.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not really weights")
+    cfg = LossConfig.from_preset("feature", feature_layers=list(range(12)), vgg_weights=str(weights))
+    record = cfg.to_dict()
+    assert record["vgg_weights"] == "vgg.safetensors"  # never a path of this machine
+    assert record["vgg_weights_sha256"] == hashlib.sha256(b"not really weights").hexdigest()
+    assert str(tmp_path) not in json.dumps(record)
+    assert cfg.vgg_weights == str(weights)  # the trainer keeps loading from where the file is
+    again = LossConfig.from_dict(json.loads(json.dumps(record)))
+    assert again.to_dict() == {**record}  # a record read elsewhere writes the same record
+    hub = LossConfig.from_preset("feature", vgg_weights="timm/vgg19.tv_in1k").to_dict()
+    assert hub["vgg_weights"] == "timm/vgg19.tv_in1k" and hub["vgg_weights_sha256"] is None
+
+
+def test_find_vgg_weights(tmp_path, monkeypatch):
+    import eye2face_hub.evaluate as ev
+
+    monkeypatch.delenv(VGG_ENV, raising=False)
+    folder = tmp_path / "vgg19"
+    folder.mkdir()
+    weights = folder / "vgg.safetensors"
+    weights.write_bytes(b"weights")
+    sha = file_sha256(weights)
+    old = "/machine/that/trained/it/vgg.safetensors"  # an old record: an absolute path of another machine
+    monkeypatch.setattr(ev, "VGG_DEFAULT_DIRS", (tmp_path / "nowhere",))
+    with pytest.raises(VGGWeightsNotFound, match="--vgg-weights") as e:
+        find_vgg_weights(old)
+    assert "vgg.safetensors" in str(e.value) and VGG_ENV in str(e.value)
+    assert find_vgg_weights(old, None, str(folder)) == str(weights)  # a folder that holds the file
+    assert find_vgg_weights("vgg.safetensors", sha, str(weights)) == str(weights)
+    monkeypatch.setenv(VGG_ENV, str(folder))
+    assert find_vgg_weights("vgg.safetensors", sha) == str(weights)
+    monkeypatch.delenv(VGG_ENV)
+    monkeypatch.setattr(ev, "VGG_DEFAULT_DIRS", (tmp_path / "nowhere", folder))  # the documented default place
+    assert find_vgg_weights(old) == str(weights) and find_vgg_weights("vgg.safetensors", sha) == str(weights)
+    with pytest.raises(VGGWeightsNotFound, match="sha256"):
+        find_vgg_weights("vgg.safetensors", "0" * 64)
+    with pytest.raises(VGGWeightsNotFound, match="not found"):
+        find_vgg_weights("vgg.safetensors", sha, str(tmp_path / "missing.safetensors"))
+    assert find_vgg_weights("timm/vgg19.tv_in1k") == "timm/vgg19.tv_in1k"  # a Hub id stays a Hub id
+
+
+def test_evaluate_old_absolute_vgg_record(celeba_sample, tmp_path, capsys):
+    """The shipped feature model recorded an absolute path; evaluate finds the file by name, and says what to pass."""
+    model = tmp_path / "feature"
+    shutil.copytree(REPO / "weights" / "eye2face-feature", model, ignore=shutil.ignore_patterns("*.png", "README.md"))
+    config = json.loads((model / "config.json").read_text())
+    config["loss_config"]["vgg_weights"] = f"/gone/{VGG_FILE.name}"
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(model), "--images", str(celeba_sample), "--out", str(out), "--limit", "4",
+            "--no-identity"]
+    assert cli([*args, "--vgg-weights", str(tmp_path / "none.safetensors")]) == 1
+    assert "--vgg-weights" in capsys.readouterr().err
+    assert cli([*args, "--vgg-weights", str(need(VGG_FILE).parent)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["vgg_weights"] == VGG_FILE.name and metrics["vgg_weights_sha256"] == file_sha256(VGG_FILE)
+    assert metrics[str(model)]["feature_loss"] > 0 and metrics["identity"] == {"skipped": "left out (--no-identity)"}
+    config["loss_config"]["vgg_weights_sha256"] = "0" * 64  # a recorded hash is checked
+    (model / "config.json").write_text(json.dumps(config))
+    assert cli([*args, "--vgg-weights", str(VGG_FILE.parent)]) == 1
+    assert "sha256" in capsys.readouterr().err
