@@ -219,6 +219,8 @@ def sample_grid(model, val: EyeFacePairs, n: int = 8) -> np.ndarray:
     generated = model(as_input(eyes.to(device))).float().cpu()
     model.train(was_training)
     as_hwc = lambda t: list(t.permute(0, 2, 3, 1).numpy())  # noqa: E731
+    if eyes.ndim == 5:  # a two-eye model: both crops side by side
+        eyes = torch.cat(list(eyes.unbind(1)), dim=3)
     return comparison_grid([as_hwc(eyes), to_images(generated), as_hwc(faces)], ["eye", "generated", "real"])
 
 
@@ -231,8 +233,10 @@ class Run:
 
     def __init__(self, args, accelerator: Accelerator, loss_config: LossConfig, vgg, train_rows, val_rows):
         self.args, self.accelerator, self.loss_config = args, accelerator, loss_config
-        progress = accelerator.is_local_main_process
-        self.train_set, self.val_set = EyeFacePairs(train_rows, progress=progress), EyeFacePairs(val_rows, progress=progress)
+        model = load_generator(args.init_from) if args.init_from else GENERATORS[args.arch]()
+        progress, eyes = accelerator.is_local_main_process, model.eyes
+        self.train_set = EyeFacePairs(train_rows, progress=progress, eyes=eyes)
+        self.val_set = EyeFacePairs(val_rows, progress=progress, eyes=eyes)
         world = accelerator.num_processes
         self.train_loader = torch.utils.data.DataLoader(
             self.train_set, batch_size=args.batch_size, shuffle=True,
@@ -240,14 +244,13 @@ class Run:
             pin_memory=torch.cuda.is_available(),
         )
         self.val_loader = torch.utils.data.DataLoader(self.val_set, batch_size=args.batch_size, num_workers=args.num_workers)
-        model = load_generator(args.init_from) if args.init_from else GENERATORS[args.arch]()
         self.model = model.to(memory_format=torch.channels_last)
         self.criterion = EyeToFaceLoss(loss_config, vgg)
         if self.criterion.feature is not None:
             self.criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
             self.criterion.feature.to(accelerator.device)
             eyes, faces = (torch.stack(t) for t in zip(*(self.train_set[i] for i in range(min(args.batch_size, len(self.train_set))))))
-            initialise_loss_scale(self.criterion, eyes, faces, build_generator=GENERATORS[args.arch], seed=args.seed,
+            initialise_loss_scale(self.criterion, eyes, faces, build_generator=model.untrained, seed=args.seed,
                                   mixed_precision=accelerator.mixed_precision)
             accelerator.register_for_checkpointing(self.criterion.feature)
         self.clock = TrainingClock()

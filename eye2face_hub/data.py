@@ -197,38 +197,43 @@ def _decode(images: list) -> torch.Tensor:
 
 
 class EyeFacePairs(torch.utils.data.Dataset):
-    """Decoded uint8 tensors, EYES_PER_PHOTO (eye, face) pairs per photo row; scale with `to_unit` on the device.
+    """Decoded uint8 (eyes, face) samples of prepared photo rows; scale with `to_unit` on the device.
 
-    Sample i is eye i % EYES_PER_PHOTO of photo `photo(i)`. Decoding once up front keeps the training loop fed
-    without JPEG work per step.
+    With `eyes=1` (one-eye models) each photo gives EYES_PER_PHOTO samples: sample i is eye i % EYES_PER_PHOTO
+    of photo `photo(i)`, shape (3, 32, 32). With `eyes=2` (two-eye models) each photo gives one sample: its
+    eyes stacked, shape (2, 3, 32, 32). Decoding once up front keeps the training loop fed without JPEG work.
     """
 
-    def __init__(self, rows, batch_size: int = 512, progress: bool = True):
+    def __init__(self, rows, batch_size: int = 512, progress: bool = True, eyes: int = 1):
         from tqdm.auto import tqdm
 
-        faces, eyes = [], []
+        if eyes not in (1, EYES_PER_PHOTO):
+            raise ValueError(f"a sample holds 1 or {EYES_PER_PHOTO} eyes, not {eyes}")
+        faces, photo_eyes = [], []
         for start in tqdm(range(0, len(rows), batch_size), desc="Decoding pairs", disable=not progress):
             batch = rows[start : start + batch_size]
             faces.append(_decode(batch["face"]))
-            eyes.append(torch.stack([_decode(batch[column]) for column in EYE_COLUMNS], 1).flatten(0, 1))
+            photo_eyes.append(torch.stack([_decode(batch[column]) for column in EYE_COLUMNS], 1))
         if not faces:
             raise ValueError("the pairs dataset is empty")
-        self.faces, self.eyes = torch.cat(faces), torch.cat(eyes)
+        self.faces, self.photo_eyes, self.eyes_per_sample = torch.cat(faces), torch.cat(photo_eyes), eyes
+        self.samples_per_photo = EYES_PER_PHOTO // eyes
 
     def __len__(self) -> int:
-        return len(self.eyes)
+        return len(self.faces) * self.samples_per_photo
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.eyes[i], self.faces[self.photo(i)]
+        photo = self.photo(i)
+        eyes = self.photo_eyes[photo] if self.eyes_per_sample == EYES_PER_PHOTO else self.photo_eyes[photo, i % EYES_PER_PHOTO]
+        return eyes, self.faces[photo]
 
-    @staticmethod
-    def photo(i: int | torch.Tensor) -> int | torch.Tensor:
+    def photo(self, i: int | torch.Tensor) -> int | torch.Tensor:
         """The photo (row) that sample i comes from."""
-        return i // EYES_PER_PHOTO
+        return i // self.samples_per_photo
 
     def one_per_photo(self, n: int | None = None) -> list[int]:
         """Indices of the first sample of each of the first n photos."""
-        return list(range(0, len(self), EYES_PER_PHOTO))[:n]
+        return list(range(0, len(self), self.samples_per_photo))[:n]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

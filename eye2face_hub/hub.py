@@ -82,6 +82,11 @@ class GeneratorHub(
     def check_config(cls, **config) -> None:
         """Raise ModelConfigError for settings that cannot make this model (a subclass checks its own)."""
 
+    def untrained(self):
+        """A freshly initialised generator of the same class and sizes (from the current RNG)."""
+        sizes = {k: v for k, v in (self._hub_mixin_config or {}).items() if k not in ("loss_config", "training")}
+        return type(self)(**sizes)
+
     def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs):
         config = {**(config if config is not None else self._hub_mixin_config or {}), "arch": self.arch}
         return super().save_pretrained(save_directory, config=config, **kwargs)

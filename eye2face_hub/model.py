@@ -32,6 +32,7 @@ class EyeToFace(nn.Module, GeneratorHub):
     """
 
     arch = "eye_to_face"
+    eyes = 1  # eye crops per sample
 
     def __init__(
         self,
@@ -47,7 +48,7 @@ class EyeToFace(nn.Module, GeneratorHub):
         self.loss_config = loss_config
         self.training_info = training
 
-        blocks, c_in = [], 3
+        blocks, c_in = [], 3 * self.eyes
         for i, width in enumerate(encoder_widths):
             blocks.append(conv_block(c_in, width, groups=1 if i == 0 else 2))
             c_in = width
@@ -92,7 +93,10 @@ class EyeToFace(nn.Module, GeneratorHub):
 
     def encode(self, eye: torch.Tensor) -> torch.Tensor:
         if eye.ndim != 4 or eye.shape[1:] != (3, EYE_SIZE, EYE_SIZE):
-            raise ValueError(f"expected eye crops of shape (B, 3, {EYE_SIZE}, {EYE_SIZE}), got {tuple(eye.shape)}")
+            raise ValueError(
+                f"expected eye crops of shape (B, 3, {EYE_SIZE}, {EYE_SIZE}), got {tuple(eye.shape)}"
+                + (": this is a one-eye model, give it one eye per sample" if eye.ndim == 5 else "")
+            )
         return self.to_latent(self.encoder(eye).flatten(1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -101,3 +105,23 @@ class EyeToFace(nn.Module, GeneratorHub):
 
     def forward(self, eye: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(eye))
+
+
+class TwoEyesToFace(EyeToFace):
+    """(B, 2, 3, 32, 32) left and right eye crops of one photo -> (B, 3, 128, 128) faces, as Chen et al. (2018).
+
+    The two crops enter as one 6-channel image (left eye's RGB, then the right's): the first conv sees both eyes
+    at each position, so the encoder can relate them from its first layer. The decoder is EyeToFace's.
+    """
+
+    arch = "two_eyes_to_face"
+    eyes = 2
+
+    def encode(self, eyes: torch.Tensor) -> torch.Tensor:
+        if eyes.ndim != 5 or eyes.shape[1:] != (2, 3, EYE_SIZE, EYE_SIZE):
+            raise ValueError(
+                f"expected left and right eye crops of shape (B, 2, 3, {EYE_SIZE}, {EYE_SIZE}), got {tuple(eyes.shape)}"
+                + (": this is a two-eye model, give it both eyes of a photo" if eyes.ndim == 4 else "")
+            )
+        x = eyes.flatten(1, 2).contiguous(memory_format=torch.channels_last)
+        return self.to_latent(self.encoder(x).flatten(1))

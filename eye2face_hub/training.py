@@ -27,8 +27,10 @@ def autocast(device_type: str, mixed_precision: str | None):
 
 
 def as_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float in [0, 1], channels_last (the layout the mkldnn/cuDNN kernels want)."""
-    return to_unit(images).contiguous(memory_format=torch.channels_last)
+    """uint8 images -> float in [0, 1]; (B, 3, H, W) in channels_last, the layout the mkldnn/cuDNN kernels want
+    (a two-eye model lays out its (B, 2, 3, H, W) input itself)."""
+    x = to_unit(images)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 @torch.no_grad()

@@ -1,0 +1,66 @@
+"""The two-eye generator: both eyes of a photo in, one face out."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from eye2face_hub import EyeToFace, load_generator
+from eye2face_hub.data import EyeFacePairs, load_pairs
+from eye2face_hub.model import TwoEyesToFace
+
+from .training_run import train
+
+
+def test_shapes_and_the_input_check():
+    two, one = TwoEyesToFace().eval(), EyeToFace().eval()
+    out = two(torch.rand(3, 2, 3, 32, 32))
+    assert out.shape == (3, 3, 128, 128) and 0 <= out.min() and out.max() <= 1
+    assert two.encoder[0][0].in_channels == 6 and one.encoder[0][0].in_channels == 3
+    assert [m.weight.shape for m in two.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)] == \
+        [m.weight.shape for m in one.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    with pytest.raises(ValueError, match="this is a two-eye model, give it both eyes of a photo"):
+        two(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="this is a one-eye model, give it one eye per sample"):
+        one(torch.rand(1, 2, 3, 32, 32))
+
+
+def test_the_face_depends_on_both_eyes():
+    torch.manual_seed(0)
+    model = TwoEyesToFace().train()
+    eyes = torch.rand(4, 2, 3, 32, 32, requires_grad=True)
+    model(eyes).sum().backward()
+    per_eye = eyes.grad.abs().sum(dim=(0, 2, 3, 4))
+    assert (per_eye > 0.05 * per_eye.max()).all(), f"one eye hardly matters: gradient mass per eye {per_eye.tolist()}"
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = TwoEyesToFace(latent_dim=32, loss_config={"preset": "feature"}).eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["arch"] == "two_eyes_to_face" and config["latent_dim"] == 32
+    loaded = load_generator(tmp_path)
+    assert type(loaded) is TwoEyesToFace and loaded.eyes == 2
+    x = torch.rand(2, 2, 3, 32, 32)
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_one_sample_per_photo(prepared_pairs):
+    rows = load_pairs(str(prepared_pairs))
+    one, two = EyeFacePairs(rows, progress=False), EyeFacePairs(rows, progress=False, eyes=2)
+    assert len(one) == 2 * len(two) == 2 * len(rows)
+    eyes, face = two[3]
+    assert eyes.shape == (2, 3, 32, 32) and torch.equal(face, one[6][1])
+    assert torch.equal(eyes[0], one[6][0]) and torch.equal(eyes[1], one[7][0])
+
+
+@pytest.mark.slow
+def test_training_loss_goes_down_on_real_data(prepared_pairs, tmp_path):
+    log = train(prepared_pairs, tmp_path, "--arch", "two_eyes_to_face", "--preset", "l1", "--epochs", "4",
+                "--batch-size", "4")
+    values = [float(v) for v in re.findall(r"train loss ([0-9.]+)", log)]
+    assert len(values) == 4 and values[-1] < values[0], values
+    model = load_generator(tmp_path)
+    assert type(model) is TwoEyesToFace
