@@ -216,10 +216,45 @@ def burst(photo: Path, n: int, tmp: Path) -> dict:
 # --------------------------------------------------------------------------------------------------------- main
 
 
+def summary_rows(r: dict) -> list[dict]:
+    """The lines of results.json's summary for this bench."""
+    rows = []
+
+    def add(what, value, target="", met=None):
+        rows.append({"what": what, "value": value, "target": target, "met": met})
+
+    ms = r["server_side"]["ms"]
+    if "round_trip" in r:
+        rt = r["round_trip"]
+        old, new = rt["old_layout_ms"], rt["new_layout_ms"]
+        add("request round trip via gradio_client (640x640 photo, both eyes, both models): old layout -> new, "
+            "p50 / p95 ms (ratio p50 / p95)", f"{old['median']:.0f} / {old['p95']:.0f} -> {new['median']:.0f} / "
+            f"{new['p95']:.0f} ({rt['ratio_new_to_old_p50']} / {rt['ratio_new_to_old_p95']})", "ratio <= 0.5",
+            rt["target_met"])
+    add("  server side, in process: /generate (API) / the page's Generate, p50 ms",
+        f"{ms['api_generate']['median']:.0f} / {ms['page_generate']['median']:.0f}")
+    if "burst" in r:
+        b = r["burst"]
+        add(f"burst: {b['clients']} concurrent clients: failures; latency p50 / p95 / max s",
+            f"{b['failures']}; {b['latency_ms']['median'] / 1000:.1f} / {b['latency_ms']['p95'] / 1000:.1f} / "
+            f"{b['latency_ms']['max'] / 1000:.1f}", "0 failures", b["failures"] == 0)
+        q, rss = b["server_logged"]["queue_wait_ms"], b["server_rss_mb"]
+        add("  burst, server side: queue wait p50 / max s; server RSS before / peak / after MB",
+            f"{q['median'] / 1000:.1f} / {q['max'] / 1000:.1f}; {rss['before']:.0f} / {rss['peak']:.0f} / {rss['after']:.0f}")
+    return rows
+
+
 def merge(result: dict, path: Path) -> None:
-    """Put `result` in bench/results.json as results.request, with a line in its rerun list."""
+    """Put `result` in results.json as results.request, its lines first in the summary (replacing the request
+    bench's earlier lines), and a line in its rerun list."""
     results = json.loads(path.read_text())
     results["results"]["request"] = result
+    kept, dropping = [], False
+    for row in results.get("summary", []):
+        dropping = row["what"].startswith("request") or (dropping and row["what"].startswith("  "))
+        if not dropping:
+            kept.append(row)
+    results["summary"] = summary_rows(result) + kept
     results.setdefault("rerun", []).append({"benches": ["request"], "started_utc": result["started_utc"],
                                             "finished_utc": result["finished_utc"]})
     path.write_text(json.dumps(results, indent=2) + "\n")
