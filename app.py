@@ -511,12 +511,12 @@ def build_demo(handlers: Handlers) -> gr.Blocks:
                                     example_labels=[example_labels.get(p.stem, p.stem) for p in examples])
                     button = gr.Button("Generate faces", variant="primary", elem_id="generate")
                     status = gr.Markdown("Add a photo (upload, webcam or paste) or pick an example, then press "
-                                         "**Generate faces**.", elem_id="status")
+                                         "**Generate faces**.", label="Status", elem_id="status")
                 with gr.Column(scale=3, min_width=320):
                     comparison = _comparison(f"Per eye: {columns}", elem_id="comparison")
                     download = _download(elem_id="download")
                     annotated = _image("Detections: face (green), eye crops used (orange)", elem_id="annotated")
-            details = gr.JSON(visible=False)
+            details = gr.JSON(label="Details: boxes, columns, tile positions", visible=False)
             button.click(handlers.generate_page, [photo, eyes], [comparison, annotated, download, status],
                          api_visibility="private", preprocess=False, concurrency_id="pipeline")
             # The API endpoint: no trigger on the page. One file to download (the comparison, which is also the
@@ -534,7 +534,8 @@ def build_demo(handlers: Handlers) -> gr.Blocks:
                     if eye_example.exists():
                         gr.Examples([[str(eye_example)]], [eye_in], example_labels=["astronaut eye crop"])
                     eye_button = gr.Button("Generate faces", variant="primary", elem_id="generate-eye")
-                    eye_status = gr.Markdown("Add an eye crop, then press **Generate faces**.", elem_id="eye-status")
+                    eye_status = gr.Markdown("Add an eye crop, then press **Generate faces**.", label="Status",
+                                             elem_id="eye-status")
                 with gr.Column(scale=3, min_width=320):
                     eye_comparison = _comparison(" | ".join([EYE_LABEL, *handlers.labels]), elem_id="eye-comparison")
                     eye_download = _download(elem_id="eye-download")
@@ -552,7 +553,7 @@ def build_demo(handlers: Handlers) -> gr.Blocks:
                                       webcam_options=gr.WebcamOptions(mirror=False), elem_id="webcam")
                     live_eyes = gr.Radio(EYE_CHOICES, value="both", label="Which eye to generate from",
                                          info="Left and right as seen in the frame.")
-                    live_status = gr.Markdown("Press *Record* to start.", elem_id="live-status")
+                    live_status = gr.Markdown("Press *Record* to start.", label="Status", elem_id="live-status")
                 with gr.Column(scale=3, min_width=320):
                     live_comparison = _comparison(columns, elem_id="live-comparison")
                     live_annotated = _image("Detections", elem_id="live-annotated")
