@@ -275,8 +275,10 @@ def _text_strip(text: str | tuple[str, ...], width: int, height: int) -> np.ndar
         [(c * (TILE + GAP), label, TILE, (0, 0, 0), 14) for c, label in enumerate(text)] if isinstance(text, tuple)
         else [(0, text, width, (90, 90, 90), 13)]
     ):
-        while size > 8 and draw.textlength(label, font=_font(size)) > room - 4:
+        while size > 9 and draw.textlength(label, font=_font(size)) > room - 4:
             size -= 1
+        while len(label) > 1 and draw.textlength(label, font=_font(size)) > room - 4:  # still too long: cut it
+            label = label[:-2].rstrip() + "…"
         draw.text((x + 2, 3), label, fill=color, font=_font(size))
     strip = np.asarray(strip)
     strip.setflags(write=False)  # shared by every request
@@ -293,10 +295,11 @@ def tile_boxes(rows: int, columns: int) -> list[list[list[int]]]:
     return [[[*tile_origin(r, c), TILE, TILE] for c in range(columns)] for r in range(rows)]
 
 
-def comparison_image(rows: list[tuple[str, list[np.ndarray]]], labels: list[str]) -> np.ndarray:
+def comparison_image(rows: list[tuple[str, list[np.ndarray | None]]], labels: list[str]) -> np.ndarray:
     """One labelled image: a header with a label per column, then per row a caption and one tile per column.
 
-    Tiles smaller than TILE (eye crops) are scaled up with nearest neighbour, so every pixel stays visible and exact.
+    Tiles smaller than TILE (eye crops) are scaled up with nearest neighbour, so every pixel stays visible and exact;
+    a None tile stays blank (a column that has nothing for that row).
     """
     width = len(labels) * (TILE + GAP) - GAP
     canvas = np.full((HEADER + len(rows) * (CAPTION + TILE), width, 3), 255, np.uint8)
@@ -307,6 +310,8 @@ def comparison_image(rows: list[tuple[str, list[np.ndarray]]], labels: list[str]
         y = tile_origin(r, 0)[1]
         canvas[y - CAPTION : y] = _text_strip(caption, width, CAPTION)
         for c, tile in enumerate(tiles):
+            if tile is None:
+                continue
             if tile.shape[:2] != (TILE, TILE):
                 tile = cv2.resize(tile, (TILE, TILE), interpolation=cv2.INTER_NEAREST)
             x = tile_origin(r, c)[0]

@@ -331,6 +331,27 @@ def test_adding_a_model_is_one_entry_in_models(weights, tmp_path, photos, monkey
     assert "third model" in app._weights_markdown(handlers.sources)
 
 
+def test_the_comparison_takes_any_number_of_rows_and_columns():
+    """Rows of any length (a blank tile where a column has nothing for that row), labels that do not fit shrink."""
+    face = np.random.default_rng(0).integers(0, 256, (FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+    eye = face[::4, ::4]
+    labels = ["eye", "a model with a long name, longer than its tile", "c", "d", "e"]
+    image = app.comparison_image([("one", [eye, face, None, face, None]), ("two", [None, None, face, None, face])], labels)
+    boxes = app.tile_boxes(2, 5)
+    assert image.shape == (app.HEADER + 2 * (app.CAPTION + app.TILE), 5 * app.TILE + 4 * app.GAP, 3)
+    for (r, c), expected in {(0, 1): face, (0, 3): face, (1, 2): face, (1, 4): face}.items():
+        x, y, w, h = boxes[r][c]
+        np.testing.assert_array_equal(image[y : y + h, x : x + w], expected)
+    for r, c in [(0, 2), (0, 4), (1, 0), (1, 1), (1, 3)]:
+        x, y, w, h = boxes[r][c]
+        assert (image[y : y + h, x : x + w] == 255).all()
+    eye_tile_holds(image[boxes[0][0][1] : boxes[0][0][1] + app.TILE, : app.TILE], eye)
+    x = boxes[0][2][0]
+    assert (image[: app.HEADER, x - app.GAP : x] == 255).all(), "a long label runs into the next column"
+    with pytest.raises(ValueError, match="3 tiles for 5 columns"):
+        app.comparison_image([("short", [eye, face, face])], labels)
+
+
 def test_messages_read_as_sentences():
     assert app._sentence("no face was found: use a photo") == "No face was found: use a photo."
     assert app._sentence("empty.jpg is empty (0 bytes)") == "empty.jpg is empty (0 bytes)."
