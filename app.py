@@ -364,6 +364,8 @@ class Handlers:
     # ------------------------------------------------------------------------------------------------ the work
 
     def photo_result(self, photo, eyes: str = "both") -> PhotoResult:
+        if eyes not in {value for _, value in EYE_CHOICES}:  # only API clients can send anything else
+            raise Refusal("Not a valid choice", f"Which eye: one of {', '.join(v for _, v in EYE_CHOICES)}.", "bad_choice")
         return self.pipeline(_photo_source(photo), eyes=eyes)
 
     def photo_comparison(self, result: PhotoResult) -> np.ndarray:

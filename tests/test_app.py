@@ -168,6 +168,12 @@ def test_bad_input_gives_api_clients_a_clear_error_and_the_app_keeps_serving(cli
     assert len(out["details"]["tiles"]) == 2
 
 
+def test_an_invalid_choice_of_eye_is_refused(client, photos):
+    with pytest.raises(AppError) as error:
+        generate(client, photos["astronaut"], eyes="third")
+    assert error.value.title == "Not a valid choice" and "both, left, right" in error.value.message
+
+
 def test_a_missing_eye_is_named(client, photos, tmp_path):
     """With only the photo's left eye detectable, asking for the right one says so."""
     x, y, w, h = detect(ASTRONAUT).face
