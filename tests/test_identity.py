@@ -35,11 +35,14 @@ def test_metrics_hand_computed():
     assert m["distance_own"] == pytest.approx(own.mean())
     assert m["distance_others"] == pytest.approx(others.mean())
     assert m["within_same_person"] == pytest.approx(1 / 3)  # only 0.2 is within 0.6
+    assert m["within_same_person_others"] == pytest.approx(2 / 6)  # 2.9 of 3.0 and 0.9 of 1.0
     # ranks of the own face: 0 (nearest), 1 (3.0 is nearer than 1.0), 2 (0 and 1 are nearer than 3.0)
     assert m["top1"] == pytest.approx(1 / 3)
     assert m["top5"] == pytest.approx(1.0)
     assert m["spread"] == pytest.approx((2.7 + 0.7 + 2.0) / 3)
     assert identity.spread(real) == pytest.approx((1 + 3 + 2) / 3)
+    assert identity.share_within_same_person(real) == 0
+    assert identity.share_within_same_person(np.array([[0.0], [0.5], [2.0]])) == pytest.approx(1 / 3)
 
 
 def test_generated_equal_to_real_is_a_perfect_match():
@@ -48,7 +51,7 @@ def test_generated_equal_to_real_is_a_perfect_match():
     generated = np.repeat(real, 2, axis=0)  # both eyes of each photo give exactly its real face
     m = identity.identity_metrics(generated, real, np.arange(12) // 2)
     assert m["distance_own"] == pytest.approx(0, abs=1e-9) and m["within_same_person"] == 1.0
-    assert m["top1"] == 1.0 and m["distance_others"] > 10
+    assert m["top1"] == 1.0 and m["distance_others"] > 10 and m["within_same_person_others"] == 0
     with pytest.raises(ValueError, match="owner"):
         identity.identity_metrics(generated, real, np.arange(11))
     with pytest.raises(ValueError, match="at least 2"):
