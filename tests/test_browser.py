@@ -124,9 +124,24 @@ def start_camera(page, selector: str):
     )
 
 
+def preview(page, selector: str) -> str | None:
+    """The src of the input's preview image (None when empty)."""
+    return page.evaluate("s => document.querySelector(s + ' .image-frame img')?.src ?? null", f"{selector}")
+
+
+def wait_for_new_preview(page, selector: str, before: str | None):
+    """Until the input shows an image other than `before`: only then does a click send the new one."""
+    page.wait_for_function(
+        "([s, before]) => { const i = document.querySelector(s + ' .image-frame img'); "
+        "return i && i.src !== before && i.complete && i.naturalWidth > 0; }",
+        arg=[selector, before],
+    )
+
+
 def upload(page, selector: str, path: Path):
+    before = preview(page, selector)
     page.locator(f"{selector} input[type=file]").set_input_files(str(path))
-    page.wait_for_selector(f"{selector} .image-frame img")  # the preview of the uploaded image
+    wait_for_new_preview(page, selector, before)
 
 
 def screenshot(page, tmp_path: Path, name: str, full_page: bool = True) -> Path:
@@ -168,7 +183,9 @@ def test_after_the_cat_example_the_reason_stays_and_no_output_shows_an_error(pag
     upload(page, "#photo", photos["astronaut"])
     page.click("#generate")
     loaded_size(page, "#comparison")  # an earlier result, which the refusal must clear
+    before = preview(page, "#photo")
     page.get_by_text("chelsea the cat").click()  # the example without a human face
+    wait_for_new_preview(page, "#photo", before)
     page.click("#generate")
     page.locator("#status").get_by_text("No face found").wait_for()
     page.wait_for_timeout(15_000)  # toasts are gone by now; the reason must not be
