@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from PIL import Image
 from tqdm.auto import tqdm
 
+from eye2face_hub.critic import Critic
 from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
 from eye2face_hub.hub import GENERATORS, DEFAULT_ARCH, load_generator
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.model import EyeToFace  # noqa: F401  (registers the default architecture)
 from eye2face_hub.pipeline import comparison_grid, to_images
-from eye2face_hub.training import TrainingStep, as_input, autocast, initialise_loss_scale
+from eye2face_hub.training import CriticStep, TrainingStep, as_input, autocast, initialise_loss_scale
 from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 logger = get_logger(__name__)
@@ -80,6 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=positive_int, default=150)
     p.add_argument("--batch-size", type=positive_int, default=64, help="per process")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"),
+                   help="Adam's betas, for the generator and the critic (WGAN-GP's recipe: 0 0.9)")
+    p.add_argument("--critic-lr", type=float, default=None, help="the critic's learning rate (default: --lr)")
+    p.add_argument("--critic-steps", type=positive_int, default=1,
+                   help="GAN presets: critic updates per generator update, each on its own batch (WGAN-GP's recipe: 5)")
+    p.add_argument("--adversarial-weight", type=float, default=None, help="weight of the critic's term (GAN presets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
@@ -117,6 +124,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push-to-hub needs --hub-model-id")
+    if args.critic_steps > 1 and args.preset not in ("wgan-gp", "feature-gan"):
+        p.error("--critic-steps is for the GAN presets (wgan-gp, feature-gan)")
+    if args.preset in ("wgan-gp", "feature-gan") and args.gradient_accumulation_steps > 1:
+        p.error("the GAN presets do not support --gradient-accumulation-steps > 1")
     if not args.lr > 0 or args.val_split < 0 or args.num_workers < 0:
         p.error("--lr must be positive, --val-split and --num-workers at least 0")
     try:  # bad focus or feature layers fail here, before any data or weights are read
@@ -130,7 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def loss_config_from_args(args) -> LossConfig:
-    weights = {k: getattr(args, k) for k in ("l1_weight", "feature_weight", "std_weight") if getattr(args, k) is not None}
+    names = ("l1_weight", "feature_weight", "std_weight", "adversarial_weight")
+    weights = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     return LossConfig.from_preset(
         args.preset, feature_layers=args.feature_layers, focus_layer=args.focus_layer, vgg_weights=args.vgg_weights, **weights
     )
@@ -255,16 +267,29 @@ class Run:
             accelerator.register_for_checkpointing(self.criterion.feature)
         self.clock = TrainingClock()
         accelerator.register_for_checkpointing(self.clock)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=tuple(args.adam_betas))
+        self.critic = self.critic_optimizer = self.critic_step = None
+        if loss_config.uses_critic:
+            self.critic = Critic(eyes=model.eyes).to(memory_format=torch.channels_last)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.critic_lr or args.lr,
+                                                     betas=tuple(args.adam_betas))
+        self.batches_per_step = args.gradient_accumulation_steps * args.critic_steps
         self.global_step, self.val_metrics, self.seen = 0, {}, []
 
     def prepare(self) -> None:
         a = self.accelerator
         self.model, self.optimizer, self.train_loader, self.val_loader = a.prepare(
             self.model, self.optimizer, self.train_loader, self.val_loader)
+        if self.critic is not None:  # prepared, checkpointed and resumed like the generator; never published
+            self.critic, self.critic_optimizer = a.prepare(self.critic, self.critic_optimizer)
+            self.critic_step = CriticStep(self.critic, a.unwrap_model(self.model), self.critic_optimizer, mixed_precision=a.mixed_precision,
+                                          penalty_weight=self.loss_config.gradient_penalty_weight, backward=a.backward,
+                                          seed=self.args.seed + a.process_index)
+            a.register_for_checkpointing(self.critic_step)
         self.step = TrainingStep(self.model, self.criterion, self.optimizer, mixed_precision=a.mixed_precision,
-                                 compile=self.args.compile, backward=a.backward)
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.args.gradient_accumulation_steps)
+                                 compile=self.args.compile, backward=a.backward,
+                                 critic=a.unwrap_model(self.critic) if self.critic is not None else None)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.batches_per_step)
         self.max_steps = self.args.max_steps or self.args.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.max_steps / self.steps_per_epoch)
 
@@ -275,7 +300,7 @@ class Run:
         self.accelerator.load_state(str(checkpoint))
         self.global_step = int(CHECKPOINT.match(checkpoint.name)[1])
         logger.info(f"resumed from {checkpoint} at step {self.global_step}")
-        return divmod(self.global_step * self.args.gradient_accumulation_steps, len(self.train_loader))
+        return divmod(self.global_step * self.batches_per_step, len(self.train_loader))
 
     def train_epoch(self, epoch: int, skip: int, bar) -> float:
         """Train one epoch (or what is left of it); the mean training loss."""
@@ -284,9 +309,13 @@ class Run:
         self.train_loader.set_epoch(epoch)
         loader = a.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
         loss_sum, n_steps, started, start_step = torch.zeros((), device=a.device), 0, time.perf_counter(), self.global_step
-        for eye, face in loader:
+        for batch, (eye, face) in enumerate(loader, start=skip):
             if args.record_ranks and len(self.seen) < 16 * args.batch_size:
                 self.seen += [hashlib.sha1(e.numpy().tobytes()).hexdigest()[:12] for e in eye.cpu()]
+            if self.critic_step is not None:
+                critic_terms = self.critic_step(eye, face)
+                if (batch + 1) % args.critic_steps:
+                    continue  # the generator steps after every critic_steps-th critic update
             with a.accumulate(self.model):
                 terms = self.step(eye, face)
             loss_sum += terms["loss"].detach()
@@ -295,6 +324,9 @@ class Run:
                 continue
             self.global_step += 1
             bar.update(1)
+            if self.critic_step is not None:  # WGAN-GP's health, every step
+                a.log({f"critic/{k}": v.item() for k, v in a.reduce({k: v.detach() for k, v in critic_terms.items()}, "mean").items()},
+                      step=self.global_step)
             if self.global_step % args.logging_steps == 0 or self.global_step == self.max_steps:
                 # The only host sync in the loop: at logging steps.
                 logs = {f"train/{k}": v.item() for k, v in a.reduce({k: v.detach() for k, v in terms.items()}, "mean").items()}
@@ -391,6 +423,9 @@ def main(argv=None) -> Path:
     accelerator.wait_for_everyone()
 
     unwrapped = accelerator.unwrap_model(run.model)
+    if accelerator.num_processes > 1:  # BatchNorm statistics are per rank until DDP's next forward: rank 0's win
+        for buffer, synced in zip(unwrapped.buffers(), broadcast(list(unwrapped.buffers()), from_process=0)):
+            buffer.copy_(synced)
     if args.record_ranks:
         record = {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
                   "first_epoch_samples": run.seen, "state_sha256": state_hash(unwrapped)}

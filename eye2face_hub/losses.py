@@ -78,6 +78,22 @@ def dimension_normalised_feature_loss(feats_pred: list[torch.Tensor], feats: lis
     return sum((p.float() - t.float()).abs().sum() / t[0].numel() / t.shape[0] for p, t in zip(feats_pred, feats))
 
 
+def critic_terms(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eye: torch.Tensor,
+                 alpha: torch.Tensor) -> dict[str, torch.Tensor]:
+    """WGAN-GP's two estimates for a conditional critic, from one forward pass over [real; fake; interpolates].
+
+    wasserstein: mean critic(real, eye) - mean critic(fake, eye), the critic's estimate of the distance.
+    gradient_penalty: mean (||d critic(x, eye) / dx|| - 1)^2 at x = alpha real + (1 - alpha) fake, same eye.
+    One pass, so that a DistributedDataParallel critic sees one forward per backward.
+    """
+    interpolates = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
+    scores = critic(torch.cat([real, fake, interpolates]), torch.cat([eye, eye, eye])).float()
+    s_real, s_fake, s_interpolates = scores.chunk(3)
+    (grad,) = torch.autograd.grad(s_interpolates.sum(), interpolates, create_graph=True)
+    penalty = ((grad.flatten(1).float().norm(dim=1) - 1) ** 2).mean()
+    return {"wasserstein": s_real.mean() - s_fake.mean(), "gradient_penalty": penalty}
+
+
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
@@ -119,8 +135,11 @@ class LossConfig:
     layer_weights: list[float] = field(default_factory=layer_weights)
     vgg_weights: str = DEFAULT_VGG_WEIGHTS
     vgg_weights_sha256: str | None = None  # of a local weights file; filled in by to_dict
+    adversarial_weight: float = 0.0  # of -critic(face, eye): the GAN presets
+    gradient_penalty_weight: float = 10.0  # lambda of WGAN-GP, for the critic's loss
 
-    PRESETS = ("l1", "feature")
+    PRESETS = ("l1", "feature", "wgan-gp", "feature-gan")
+    FEATURE_GAN_ADVERSARIAL_WEIGHT = 0.01  # chosen on the validation split: README, "GAN comparison"
 
     @classmethod
     def from_preset(
@@ -132,7 +151,9 @@ class LossConfig:
         vgg_weights: str = DEFAULT_VGG_WEIGHTS,
         **weights: float,
     ) -> LossConfig:
-        """`l1`: the blurry baseline. `feature`: feature loss + std loss, the paper's model.
+        """`l1`: the blurry baseline. `feature`: feature loss + std loss, the paper's model. `wgan-gp`: the
+        critic's score alone, the research's GAN comparison. `feature-gan`: feature + std + a weighted
+        adversarial term, the research's future work.
 
         The weights of a subset of layers keep the 22-layer schedule's shape, rescaled to sum to 1.
         """
@@ -145,7 +166,12 @@ class LossConfig:
         total = sum(full[i] for i in layers)
         if total == 0:
             raise ValueError(f"feature layers {layers} all have weight 0 under focus layer {focus_layer}")
-        defaults = {"l1": dict(l1_weight=1.0, feature_weight=0.0, std_weight=0.0), "feature": {}}[preset]
+        defaults = {
+            "l1": dict(l1_weight=1.0, feature_weight=0.0, std_weight=0.0),
+            "feature": {},
+            "wgan-gp": dict(feature_weight=0.0, std_weight=0.0, adversarial_weight=1.0),
+            "feature-gan": dict(adversarial_weight=cls.FEATURE_GAN_ADVERSARIAL_WEIGHT),
+        }[preset]
         return cls(
             preset=preset,
             feature_layers=layers,
@@ -158,6 +184,10 @@ class LossConfig:
     @property
     def uses_vgg(self) -> bool:
         return self.feature_weight > 0
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.adversarial_weight > 0
 
     def to_dict(self) -> dict:
         """The record for config.json: a local VGG weights file is named by its file name and sha256, never by
@@ -224,7 +254,10 @@ class FeatureLoss(nn.Module):
 
 
 class EyeToFaceLoss(nn.Module):
-    """The training objective of a `LossConfig`: weighted L1 + feature loss + std loss."""
+    """The generator's objective of a `LossConfig`: weighted L1 + feature loss + std loss + adversarial term.
+
+    The adversarial term, -mean critic(y_pred, eye), needs the eye and the critic (trained by its own step).
+    """
 
     def __init__(self, config: LossConfig, vgg: VGG19Features | None = None):
         super().__init__()
@@ -233,7 +266,8 @@ class EyeToFaceLoss(nn.Module):
             raise ValueError(f"loss preset {config.preset!r} needs a VGG19 backbone")
         self.feature = FeatureLoss.from_config(config, vgg) if config.uses_vgg else None
 
-    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor, eye: torch.Tensor | None = None,
+                critic: nn.Module | None = None) -> dict[str, torch.Tensor]:
         c = self.config
         terms = {}
         if c.l1_weight:
@@ -242,6 +276,10 @@ class EyeToFaceLoss(nn.Module):
             terms["feature"] = self.feature(y_pred, y)
         if c.std_weight:
             terms["std"] = std_loss(y_pred, y)
-        weight = {"l1": c.l1_weight, "feature": c.feature_weight, "std": c.std_weight}
+        if c.uses_critic:
+            if critic is None or eye is None:
+                raise ValueError(f"loss preset {c.preset!r} has an adversarial term: pass the eye and the critic")
+            terms["adversarial"] = -critic(y_pred, eye).float().mean()
+        weight = {"l1": c.l1_weight, "feature": c.feature_weight, "std": c.std_weight, "adversarial": c.adversarial_weight}
         terms["loss"] = sum(weight[k] * v for k, v in terms.items())
         return terms

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .data import to_unit
-from .losses import EyeToFaceLoss
+from .losses import EyeToFaceLoss, critic_terms
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,25 +58,69 @@ class TrainingStep:
 
     `backward` is accelerate's (gradient accumulation, fp16 scaling) in the trainer, plain autograd elsewhere.
     With `compile=True` the forward and its backward are compiled on the first call (once per process and
-    batch shape); a later call with another batch size compiles once more.
+    batch shape); a later call with another batch size compiles once more. `critic` (the plain module, not a
+    DistributedDataParallel wrapper) scores the faces for an adversarial term; it is frozen during this step.
     """
 
     def __init__(
         self, model: nn.Module, criterion: EyeToFaceLoss, optimizer: torch.optim.Optimizer, *,
         mixed_precision: str | None = None, compile: bool = False, backward: Callable[[torch.Tensor], None] | None = None,
+        critic: nn.Module | None = None,
     ):
-        self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        self.model, self.criterion, self.optimizer, self.critic = model, criterion, optimizer, critic
         self.mixed_precision = mixed_precision
         self.backward = backward or torch.Tensor.backward
         self.losses = torch.compile(self.forward_losses, dynamic=False) if compile else self.forward_losses
 
     def forward_losses(self, eyes: torch.Tensor, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        eyes = as_input(eyes)
         with autocast(eyes.device.type, self.mixed_precision):
-            return self.criterion(self.model(as_input(eyes)).float(), as_input(faces))
+            return self.criterion(self.model(eyes).float(), as_input(faces), eye=eyes, critic=self.critic)
 
     def __call__(self, eyes: torch.Tensor, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.critic is not None:
+            self.critic.requires_grad_(False)
         terms = self.losses(eyes, faces)
         self.backward(terms["loss"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic is not None:
+            self.critic.requires_grad_(True)
+        return terms
+
+
+class CriticStep:
+    """One WGAN-GP critic update on a batch of uint8 (eyes, faces): the generator's faces (no gradient) against
+    the real ones, loss = -wasserstein + lambda * gradient penalty (eye2face_hub.losses.critic_terms).
+
+    Eager and in float32: the gradient penalty differentiates through a gradient, which compiled graphs and
+    bf16 rounding serve poorly, and the critic step is a small part of the time. The interpolation weights come
+    from the step's own seeded generator, checkpointed with `state_dict`, so that a resumed run draws what an
+    uninterrupted one would (the global RNG is also drawn by data loaders when they start).
+    """
+
+    def __init__(self, critic: nn.Module, generator: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 penalty_weight: float = 10.0, mixed_precision: str | None = None, seed: int = 0,
+                 backward: Callable[[torch.Tensor], None] | None = None):
+        self.critic, self.generator, self.optimizer = critic, generator, optimizer
+        self.penalty_weight, self.mixed_precision = penalty_weight, mixed_precision
+        self.backward = backward or torch.Tensor.backward
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+
+    def __call__(self, eyes: torch.Tensor, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        eyes, real = as_input(eyes), as_input(faces)
+        with torch.no_grad(), autocast(eyes.device.type, self.mixed_precision):
+            fake = self.generator(eyes).float()
+        alpha = torch.rand(len(real), 1, 1, 1, generator=self.rng).to(real.device)
+        terms = critic_terms(self.critic, real, fake, eyes, alpha)
+        terms["critic_loss"] = self.penalty_weight * terms["gradient_penalty"] - terms["wasserstein"]
+        self.backward(terms["critic_loss"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return terms
