@@ -34,9 +34,10 @@ def _generate(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     if args.eye_crop:
+        from .data import MIN_EYE_CROP
         from .pipeline import load_photo
 
-        face = pipe.generate([load_photo(args.image, min_side=8)])["face"][0]  # detector eye boxes are often <32px
+        face = pipe.generate([load_photo(args.image, min_side=MIN_EYE_CROP)])["face"][0]
         Image.fromarray(face).save(out / f"{stem}-face.png")
         print(f"wrote {out / f'{stem}-face.png'}")
         return
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .model import ModelLoadError
+    from .hub import ModelLoadError
     from .pipeline import Eye2FaceError
 
     try:
