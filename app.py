@@ -41,13 +41,13 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from eye2face_hub import (  # noqa: E402
     Eye2FaceError,
-    EyeToFace,
+    load_generator,
     EyeToFacePipeline,
     InvalidImageError,
     NoEyeError,
     NoFaceError,
 )
-from eye2face_hub.data import EYE_SIZE, FACE_SIZE  # noqa: E402
+from eye2face_hub.data import EYE_SIZE, FACE_SIZE, MIN_EYE_CROP  # noqa: E402
 from eye2face_hub.pipeline import MAX_DETECT_SIDE, PhotoResult, load_photo  # noqa: E402
 
 log = logging.getLogger("eye2face.app")
@@ -73,7 +73,6 @@ CACHE_SECONDS = max(1, int(os.environ.get("EYE2FACE_CACHE_SECONDS", "300")))
 # Requests waiting beyond this many get Gradio's "queue is full" answer. 100 covers a burst of 50 visitors at once
 # with room to spare; at the ~0.1-0.2 s a request takes on a 2-vCPU Space, the last in line waits 10-20 s.
 QUEUE_SIZE = 100
-MIN_EYE_CROP = 8  # pixels; the eye boxes the Haar detector finds in photos are often smaller than the 32 the models take
 EYE_CHOICES = [("Both eyes", "both"), ("Left eye", "left"), ("Right eye", "right")]  # left and right as seen in the photo
 # Output PNGs (lossless at any setting): zlib level 1 with the run-length strategy, by OpenCV. On a 640x640 photo
 # 21 ms and 566 kB, against 33 ms and 634 kB for Pillow at level 1 and 129 ms for Gradio's default (level 6).
@@ -113,10 +112,10 @@ CSS = """
 # ---------------------------------------------------------------------------------------------------------- models
 
 
-def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None) -> tuple[EyeToFace, str]:
+def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None) -> tuple[torch.nn.Module, str]:
     """The model named by `env_var` (Hub repo id or folder), else the bundled folder; and where it came from.
 
-    EyeToFace.from_pretrained checks the Hub with one short request and no retries (EYE2FACE_HUB_TIMEOUT) and
+    load_generator builds the architecture config.json names; it checks the Hub with one short request and no retries (EYE2FACE_HUB_TIMEOUT) and
     uses the local Hub cache when the Hub cannot be reached; a repo it cannot load falls back to the bundled
     weights at once, and the UI says why.
     """
@@ -126,7 +125,7 @@ def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None
     if wanted:
         kind = "folder" if Path(wanted).is_dir() else "Hub repo"
         try:
-            return EyeToFace.from_pretrained(wanted), f"{kind} `{wanted}` (from {env_var})"
+            return load_generator(wanted), f"{kind} `{wanted}` (from {env_var})"
         except Exception as e:  # unreachable, missing, private, damaged: the bundled weights serve instead
             reason = f"{type(e).__name__}: {_whole_sentences(str(e))}".rstrip(": ")
             fallback = f"; `{wanted}` from {env_var} could not be loaded ({reason})"
@@ -134,7 +133,7 @@ def load_model(env_var: str, bundled: Path, env: Mapping[str, str] | None = None
     if not (bundled / "model.safetensors").is_file():
         raise FileNotFoundError(f"no model: set {env_var} to a Hub repo id or folder, or put weights in {bundled}")
     shown = bundled.relative_to(ROOT) if bundled.is_relative_to(ROOT) else bundled
-    return EyeToFace.from_pretrained(str(bundled)), f"bundled `{shown}`{fallback}"
+    return load_generator(str(bundled)), f"bundled `{shown}`{fallback}"
 
 
 def _whole_sentences(text: str, limit: int = 600) -> str:
