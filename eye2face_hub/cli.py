@@ -27,29 +27,39 @@ def _prepare(args) -> None:
 def _generate(args) -> None:
     from PIL import Image
 
-    from .pipeline import EyeToFacePipeline
+    from .pipeline import Eye2FaceError, EyeToFacePipeline
 
     pipe = EyeToFacePipeline.from_pretrained({"face": args.model})
+    two_eyes = bool(pipe.two_eyes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.image).stem
+    stem = Path(args.image[0]).stem
     if args.eye_crop:
         from .data import MIN_EYE_CROP
         from .pipeline import load_photo
 
-        face = pipe.generate([load_photo(args.image, min_side=MIN_EYE_CROP)])["face"][0]
+        if len(args.image) != 1 + two_eyes:
+            raise Eye2FaceError(
+                f"{args.model} is a {'two' if two_eyes else 'one'}-eye model: give it "
+                + ("the left and the right eye crop (--image LEFT RIGHT)" if two_eyes else "one eye crop (--image EYE)")
+            )
+        crops = [load_photo(path, min_side=MIN_EYE_CROP) for path in args.image]
+        face = pipe.generate_from_both_eyes(*crops)["face"] if two_eyes else pipe.generate(crops)["face"][0]
         Image.fromarray(face).save(out / f"{stem}-face.png")
         print(f"wrote {out / f'{stem}-face.png'}")
         return
-    result = pipe(args.image, eyes=args.eyes)
+    if len(args.image) != 1:
+        raise Eye2FaceError("give one photo (--image PHOTO); two images are for two eye crops with --eye-crop")
+    result = pipe(args.image[0], eyes=args.eyes)
     for note in result.notes:
         print(f"note: {note}")
-    Image.fromarray(result.annotated()).save(out / f"{stem}-detections.png")
-    Image.fromarray(result.real_face).save(out / f"{stem}-real-face.png")
+    written = [(result.annotated(), "detections"), (result.real_face, "real-face")]
     for r in result.eyes:
-        Image.fromarray(r.eye).save(out / f"{stem}-{r.side}-eye.png")
-        Image.fromarray(r.faces["face"]).save(out / f"{stem}-{r.side}-face.png")
-    print(f"wrote {2 + 2 * len(result.eyes)} images to {out}")
+        written += [(r.eye, f"{r.side}-eye")] + [(face, f"{r.side}-face") for face in r.faces.values()]
+    written += [(face, "both-eyes-face") for face in result.both_eyes.values()]
+    for image, name in written:
+        Image.fromarray(image).save(out / f"{stem}-{name}.png")
+    print(f"wrote {len(written)} images to {out}")
 
 
 def _evaluate(args) -> None:
@@ -77,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="photo (or eye crop) -> generated faces as PNG")
     p.add_argument("--model", required=True, help="a saved model folder or Hub repo id")
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", required=True, nargs="+",
+                   help="a photo; or, with --eye-crop, one eye crop (two for a two-eye model: left, right)")
     p.add_argument("--out", required=True)
     p.add_argument("--eyes", choices=["left", "right", "both"], default="both")
     p.add_argument("--eye-crop", action="store_true", help="the image is already an eye crop")

@@ -177,6 +177,7 @@ class PhotoResult:
     real_face: np.ndarray  # 128x128x3 uint8 crop of the detected face
     eyes: list[EyeResult]
     notes: list[str] = field(default_factory=list)
+    both_eyes: dict[str, np.ndarray] = field(default_factory=dict)  # two-eye model name -> 128x128x3 uint8
 
     def annotated(self) -> np.ndarray:
         """The photo with the face box (green) and the eye boxes used (orange) drawn on it."""
@@ -200,7 +201,11 @@ def to_images(batch: torch.Tensor) -> list[np.ndarray]:
 
 
 class EyeToFacePipeline:
-    """Generate faces from the eyes in a photo with one or more named models (e.g. "l1", "feature")."""
+    """Generate faces from the eyes in a photo with one or more named models (e.g. "l1", "feature").
+
+    One-eye models (`model.eyes == 1`) make a face from each eye; two-eye models (`model.eyes == 2`) make one
+    face from both eyes of the photo (`PhotoResult.both_eyes`), when both are found.
+    """
 
     def __init__(self, models: dict[str, torch.nn.Module]):
         if not models:
@@ -209,6 +214,8 @@ class EyeToFacePipeline:
         # model; outputs equal NCHW ones up to float rounding (a pixel may differ by 1/255); bench/README.md.
         # The models are converted in place.
         self.models = {name: m.eval().to(memory_format=torch.channels_last) for name, m in models.items()}
+        self.one_eye = {name: m for name, m in self.models.items() if getattr(m, "eyes", 1) == 1}
+        self.two_eyes = {name: m for name, m in self.models.items() if getattr(m, "eyes", 1) == 2}
 
     @classmethod
     def from_pretrained(cls, sources: dict[str, str], **kwargs) -> EyeToFacePipeline:
@@ -216,10 +223,19 @@ class EyeToFacePipeline:
 
     @torch.inference_mode()
     def generate(self, eyes: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-        """Ready 32x32 RGB eye crops (other sizes are resized) -> faces per model."""
-        eyes = [e if e.shape[:2] == (EYE_SIZE, EYE_SIZE) else cv2.resize(e, (EYE_SIZE, EYE_SIZE)) for e in eyes]
-        x = to_tensor(eyes)
-        return {name: to_images(model(x)) for name, model in self.models.items()}
+        """Ready RGB eye crops (resized to 32x32) -> a face per crop from each one-eye model."""
+        if not self.one_eye:
+            raise ValueError("this pipeline has only two-eye models: use generate_from_both_eyes(left, right)")
+        x = to_tensor([_eye_size(e) for e in eyes])
+        return {name: to_images(model(x)) for name, model in self.one_eye.items()}
+
+    @torch.inference_mode()
+    def generate_from_both_eyes(self, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+        """The left and right eye crops of one photo (resized to 32x32) -> one face from each two-eye model."""
+        if not self.two_eyes:
+            raise ValueError("this pipeline has no two-eye model: use generate([eye]) for one eye at a time")
+        x = to_tensor([_eye_size(left), _eye_size(right)])[None]
+        return {name: to_images(model(x))[0] for name, model in self.two_eyes.items()}
 
     def __call__(self, photo, eyes: str = "both") -> PhotoResult:
         """Detect the face and eyes in `photo`, then generate a face from each chosen eye.
@@ -246,16 +262,25 @@ class EyeToFacePipeline:
         if not chosen:
             raise NoEyeError(f"the {eyes} eye was not found; only the {sides[0]} eye was (try 'both')")
         crops = [crop(rgb, box, EYE_SIZE) for _, box in chosen]
-        faces = self.generate(crops)
+        faces = self.generate(crops) if self.one_eye else {}
         results = [
             EyeResult(side, box, eye, {name: faces[name][i] for name in faces})
             for i, ((side, box), eye) in enumerate(zip(chosen, crops))
         ]
-        return PhotoResult(rgb, det.face, crop(rgb, det.face, FACE_SIZE), results, notes)
+        both = {}
+        if self.two_eyes and len(found) == 2:
+            both = self.generate_from_both_eyes(*(crop(rgb, box, EYE_SIZE) for box in found))
+        elif self.two_eyes:
+            notes.append(f"only the {sides[0]} eye was found, so there is no two-eye face: it needs both eyes")
+        return PhotoResult(rgb, det.face, crop(rgb, det.face, FACE_SIZE), results, notes, both)
 
     @staticmethod
     def _side(eye: Box, face: Box) -> str:
         return "left" if eye[0] + eye[2] / 2 < face[0] + face[2] / 2 else "right"
+
+
+def _eye_size(eye: np.ndarray) -> np.ndarray:
+    return eye if eye.shape[:2] == (EYE_SIZE, EYE_SIZE) else cv2.resize(eye, (EYE_SIZE, EYE_SIZE))
 
 
 def comparison_grid(columns: list[list[np.ndarray]], labels: list[str], size: int = FACE_SIZE) -> np.ndarray:

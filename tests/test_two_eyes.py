@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,54 @@ def test_training_loss_goes_down_on_real_data(prepared_pairs, tmp_path):
     assert len(values) == 4 and values[-1] < values[0], values
     model = load_generator(tmp_path)
     assert type(model) is TwoEyesToFace
+
+
+def test_pipeline_gives_a_two_eye_face_from_both_detected_eyes(astronaut):
+    from eye2face_hub import EyeToFacePipeline
+    from eye2face_hub.data import EYE_SIZE, crop, detect
+
+    torch.manual_seed(0)
+    two = TwoEyesToFace()
+    for m in two.modules():  # BatchNorm statistics of real inputs: an untrained model's output then varies
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    two.train()(torch.rand(16, 2, 3, 32, 32))
+    pipe = EyeToFacePipeline({"one": EyeToFace(), "two": two})
+    result = pipe(astronaut)
+    assert [r.side for r in result.eyes] == ["left", "right"] and set(result.eyes[0].faces) == {"one"}
+    assert set(result.both_eyes) == {"two"} and result.both_eyes["two"].shape == (128, 128, 3)
+    left, right = (crop(astronaut, box, EYE_SIZE) for box in detect(astronaut).eyes)
+    np.testing.assert_array_equal(result.both_eyes["two"], pipe.generate_from_both_eyes(left, right)["two"])
+    swapped = pipe.generate_from_both_eyes(right, left)["two"]
+    assert not np.array_equal(swapped, result.both_eyes["two"]), "the two-eye face ignores which eye is which"
+    one_eye = astronaut.copy()
+    x, y, w, h = detect(astronaut).eyes[1]
+    one_eye[y : y + h, x : x + w] = one_eye[y : y + h, x : x + w].mean((0, 1))  # hide the right eye
+    assert len(detect(one_eye).eyes) == 1, "test photo: exactly one eye should stay detectable"
+    result = pipe(one_eye)
+    assert not result.both_eyes and any("no two-eye face" in n for n in result.notes)
+
+
+def test_cli_generate_takes_two_eye_crops_for_a_two_eye_model(tmp_path, astronaut, capsys):
+    from PIL import Image
+
+    from eye2face_hub.cli import main as cli
+    from eye2face_hub.data import EYE_SIZE, crop, detect
+
+    TwoEyesToFace().save_pretrained(tmp_path / "two")
+    EyeToFace().save_pretrained(tmp_path / "one")
+    left, right = (tmp_path / f"{side}.png" for side in ("left", "right"))
+    for path, box in zip((left, right), detect(astronaut).eyes):
+        Image.fromarray(crop(astronaut, box, EYE_SIZE)).save(path)
+    assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(left), str(right), "--eye-crop",
+                "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "left-face.png").size == (128, 128)
+    assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(left), "--eye-crop", "--out", str(tmp_path)]) != 0
+    assert "is a two-eye model: give it the left and the right eye crop" in capsys.readouterr().err
+    assert cli(["generate", "--model", str(tmp_path / "one"), "--image", str(left), str(right), "--eye-crop",
+                "--out", str(tmp_path)]) != 0
+    assert "is a one-eye model: give it one eye crop" in capsys.readouterr().err
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
+    assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(tmp_path / "astronaut.png"),
+                "--out", str(tmp_path / "photo")]) == 0
+    assert (tmp_path / "photo" / "astronaut-both-eyes-face.png").exists()
