@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 
 from . import identity
 from .data import EyeFacePairs, prepare, to_unit
-from .losses import FeatureLoss, LossConfig, file_sha256
+from .hub import load_generator
+from .losses import EyeToFaceLoss, LossConfig, file_sha256
 from .model import EyeToFace
 from .pipeline import comparison_grid, to_images
+from .training import initialise_loss_scale
 from .vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 VGG_ENV = "EYE2FACE_VGG_WEIGHTS"
@@ -117,8 +119,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + torch.trace(s_a) + torch.trace(s_b) - 2 * cross)
 
 
-def _feature_setup(models: dict[str, EyeToFace], vgg_weights: str | None):
-    """The feature loss the models are compared with: the trained feature model's layers, weights and l_initial.
+def _feature_setup(models: dict[str, torch.nn.Module], vgg_weights: str | None) -> tuple[LossConfig, EyeToFaceLoss]:
+    """The feature loss the models are compared with (the returned loss's `feature`): the trained feature model's
+    layers, weights and l_initial.
 
     Without a trained feature model, the paper's preset over as many layers as the VGG weights cover.
     """
@@ -130,11 +133,11 @@ def _feature_setup(models: dict[str, EyeToFace], vgg_weights: str | None):
     else:
         vgg = _load_vgg(find_vgg_weights(DEFAULT_VGG_WEIGHTS, None, vgg_weights))
         cfg = LossConfig.from_preset("feature", feature_layers=list(range(vgg.max_layer + 1)), vgg_weights=vgg.weights_source)
-    loss = FeatureLoss.from_config(cfg, vgg)
+    criterion = EyeToFaceLoss(cfg, vgg)
     record = trained[0].training_info if trained else None
     if record and record.get("l_initial"):
-        loss.l_initial.copy_(torch.tensor(record["l_initial"]))
-    return cfg, loss
+        criterion.feature.l_initial.copy_(torch.tensor(record["l_initial"]))
+    return cfg, criterion
 
 
 def _load_vgg(weights: str, max_layer: int | None = None):
@@ -158,41 +161,50 @@ def evaluate(
     The identity block (dlib's face descriptor) is computed when `identity_block` and the `eval` extra is
     installed; otherwise metrics["identity"] says why it is missing.
     """
-    models = {src: EyeToFace.from_pretrained(src).eval() for src in model_sources}
+    models = {src: load_generator(src).eval() for src in model_sources}
     identity_missing = identity.available() if identity_block else "left out (--no-identity)"
-    cfg, feature_loss = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
+    cfg, criterion = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
+    feature_loss = criterion.feature
     pairs_rows, stats = prepare(images, None, limit=limit)
     if len(pairs_rows) == 0:
         raise ValueError(f"no photo in {images} had exactly one face and two eyes ({dict(stats)})")
     pairs = EyeFacePairs(pairs_rows)
     if not feature_loss.is_initialised:  # no trained feature model: scale by a fresh generator, as training does
-        torch.manual_seed(0)
-        first = torch.stack([pairs[i][0] for i in range(min(64, len(pairs)))])
-        real = torch.stack([pairs[i][1] for i in range(min(64, len(pairs)))])
-        feature_loss.initialise(EyeToFace().train()(to_unit(first)), to_unit(real))
+        eyes, faces = (torch.stack(t) for t in zip(*(pairs[i] for i in range(min(64, len(pairs))))))
+        initialise_loss_scale(criterion, eyes, faces, build_generator=EyeToFace, seed=0)
 
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    def model_input(model, idx) -> torch.Tensor:
+        """Sample idx's eye for a one-eye model; for a two-eye model, both eyes of its photo."""
+        if getattr(model, "eyes", 1) == 2:
+            return to_unit(pairs.photo_eyes[[pairs.photo(i) for i in idx]])
+        return to_unit(torch.stack([pairs[i][0] for i in idx]))
+
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
 
     layers, deepest = cfg.feature_layers, max(cfg.feature_layers)
-    loader = torch.utils.data.DataLoader(pairs, batch_size=batch_size)
+    n_pairs = len(pairs)
     sums = {name: {k: 0.0 for k in ("l1", "l2", "psnr", "ssim", "feature_loss")} for name in models}
     moments = {name: [RunningMoments() for _ in layers] for name in [*models, "real"]}
     descriptors = {name: [] for name in [*models, "real"]}  # for identity retrieval and FD
     face_ids = {name: [] for name in models}  # dlib descriptors of the generated faces
-    for eye, face in tqdm(loader, desc="Evaluating"):
-        eye, face = to_unit(eye), to_unit(face)
+    for start in tqdm(range(0, n_pairs, batch_size), desc="Evaluating"):
+        idx = range(start, min(start + batch_size, n_pairs))
+        face = to_unit(torch.stack([pairs[i][1] for i in idx]))
         real_feats = feature_loss.vgg(face, layers)
         for m, f in zip(moments["real"], real_feats):
             m.update(f)
         descriptors["real"].append(real_feats[layers.index(deepest)])
         for name, model in models.items():
-            pred = model(eye)
+            pred = model(model_input(model, idx))
             s = sums[name]
-            s["l1"] += (pred - face).abs().mean().item() * len(eye)
-            s["l2"] += ((pred - face) ** 2).mean().item() * len(eye)
+            s["l1"] += (pred - face).abs().mean().item() * len(face)
+            s["l2"] += ((pred - face) ** 2).mean().item() * len(face)
             s["psnr"] += peak_signal_noise_ratio(pred, face, data_range=1.0, reduction="none", dim=(1, 2, 3)).sum().item()
             s["ssim"] += structural_similarity_index_measure(pred, face, data_range=1.0, reduction="none").sum().item()
-            s["feature_loss"] += feature_loss(pred, face).item() * len(eye)
+            s["feature_loss"] += feature_loss(pred, face).item() * len(face)
             pred_feats = feature_loss.vgg(pred, layers)
             for m, f in zip(moments[name], pred_feats):
                 m.update(f)
@@ -200,9 +212,8 @@ def evaluate(
             if not identity_missing:
                 face_ids[name].append(identity.descriptors(pred))
 
-    n_pairs = len(pairs)
     # Both eyes of a photo share its real face: keep one real descriptor per photo.
-    real = torch.cat(descriptors["real"])[::2]
+    real = torch.cat(descriptors["real"])[pairs.one_per_photo()]
     real_id = F.normalize(F.adaptive_avg_pool2d(real, 4).flatten(1), dim=1)
     real_fd = real.mean((2, 3))
     weights = torch.tensor(cfg.layer_weights, dtype=torch.float64)
@@ -213,7 +224,7 @@ def evaluate(
     if identity_missing:
         metrics["identity"] = {"skipped": identity_missing}
     else:
-        # One real face per photo; pairs are (left eye, face), (right eye, face): pair i belongs to photo i // 2.
+        # One real face per photo; pair i belongs to photo pairs.photo(i).
         real_ids = identity.descriptors(pairs.faces)
         metrics["identity"] = {
             "recogniser": identity.recogniser_name(), "same_person_distance": identity.SAME_PERSON,
@@ -227,23 +238,23 @@ def evaluate(
         m["std_features"] = float((weights * per_layer).sum())
         gen = torch.cat(descriptors[name])
         sims = F.normalize(F.adaptive_avg_pool2d(gen, 4).flatten(1), dim=1) @ real_id.T
-        truth = torch.arange(n_pairs) // 2
+        truth = pairs.photo(torch.arange(n_pairs))
         rank = (sims > sims[torch.arange(n_pairs), truth][:, None]).sum(1)  # 0 = own face ranked first
         m["id_top1"] = float((rank < 1).double().mean())
         m["id_top5"] = float((rank < 5).double().mean())
         m["fd_vgg"] = frechet_distance(gen.mean((2, 3)), real_fd)
         if not identity_missing:
-            m["identity"] = identity.identity_metrics(np.concatenate(face_ids[name]), real_ids, np.arange(n_pairs) // 2)
+            m["identity"] = identity.identity_metrics(np.concatenate(face_ids[name]), real_ids, pairs.photo(np.arange(n_pairs)))
         metrics[name] = m
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "metrics.md").write_text(markdown_table(metrics, list(models)))
-    idx = list(range(0, min(2 * grid_rows, n_pairs), 2))
+    idx = pairs.one_per_photo(grid_rows)
     eyes = torch.stack([pairs[i][0] for i in idx])
     columns = [list(eyes.permute(0, 2, 3, 1).numpy())]
-    columns += [to_images(model(to_unit(eyes))) for model in models.values()]
+    columns += [to_images(model(model_input(model, idx))) for model in models.values()]
     columns.append(list(torch.stack([pairs[i][1] for i in idx]).permute(0, 2, 3, 1).numpy()))
     labels = ["eye", *[Path(s).name[-18:] for s in models], "real"]
     Image.fromarray(comparison_grid(columns, labels)).save(out_dir / "grid.png")

@@ -116,3 +116,19 @@ def test_cli_generate_takes_two_eye_crops_for_a_two_eye_model(tmp_path, astronau
     assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(tmp_path / "astronaut.png"),
                 "--out", str(tmp_path / "photo")]) == 0
     assert (tmp_path / "photo" / "astronaut-both-eyes-face.png").exists()
+
+
+def test_evaluate_compares_a_two_eye_model_on_the_same_photos(celeba_sample, tmp_path):
+    from eye2face_hub.evaluate import evaluate
+
+    from .paths import VGG_FILE, need
+
+    torch.manual_seed(0)
+    EyeToFace(latent_dim=16).save_pretrained(tmp_path / "one")
+    TwoEyesToFace(latent_dim=16).save_pretrained(tmp_path / "two")
+    sources = [str(tmp_path / "one"), str(tmp_path / "two")]
+    metrics = evaluate(sources, str(celeba_sample), str(tmp_path / "eval"), limit=6, vgg_weights=str(need(VGG_FILE)),
+                       identity_block=False)
+    one, two = metrics[sources[0]], metrics[sources[1]]
+    assert metrics["n_pairs"] == 2 * metrics["n_photos"] > 0
+    assert 0 < two["l2"] < two["l1"] < 1 and two["l1"] != one["l1"] and 0 <= two["id_top1"] <= two["id_top5"] <= 1
