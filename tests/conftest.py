@@ -44,3 +44,15 @@ def prepared_pairs(tmp_path_factory, celeba_sample) -> Path:
     pairs, _ = prepare(str(celeba_sample), str(out))
     assert len(pairs) > 4
     return out
+
+
+@pytest.fixture(scope="session")
+def pipe():
+    """A pipeline of two small untrained one-eye models, "a" and "b": for detection, cropping and plumbing."""
+    import torch
+
+    from eye2face_hub import EyeToFace, EyeToFacePipeline
+
+    torch.manual_seed(0)
+    small = dict(encoder_widths=(4,), decoder_widths=(4,))
+    return EyeToFacePipeline({"a": EyeToFace(latent_dim=4, **small), "b": EyeToFace(latent_dim=8, **small)})

@@ -13,13 +13,12 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from eye2face_hub import Eye2FaceError, EyeToFace, EyeToFacePipeline
+from eye2face_hub import Eye2FaceError, EyeToFace
 from eye2face_hub.hub import ModelLoadError
 
 HANG_S = 30
@@ -43,11 +42,6 @@ def no_hang(what):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return EyeToFacePipeline({"tiny": EyeToFace(encoder_widths=(4,), latent_dim=4, decoder_widths=(4,))})
 
 
 def seeds() -> list[bytes]:

@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eye2face_hub import EyeToFace, EyeToFacePipeline, InvalidImageError, NoFaceError
+from eye2face_hub import InvalidImageError, NoFaceError
 from eye2face_hub.pipeline import comparison_grid, load_photo
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return EyeToFacePipeline({"a": EyeToFace(), "b": EyeToFace(latent_dim=64)})
 
 
 def test_photo_to_faces(pipe, astronaut_jpg, astronaut):

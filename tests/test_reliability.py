@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eye2face_hub import EyeToFace, EyeToFacePipeline, InvalidImageError, NoFaceError
+from eye2face_hub import InvalidImageError, NoFaceError
 from eye2face_hub.pipeline import MAX_DETECT_SIDE, MAX_INPUT_PIXELS, load_photo
 
 T = Image.Transpose
 # EXIF orientation -> how the camera stored the upright picture (the inverse of what a viewer applies).
 STORED_AS = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_90,
              7: T.TRANSVERSE, 8: T.ROTATE_270}
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    return EyeToFacePipeline({"tiny": EyeToFace(encoder_widths=(4,), latent_dim=4, decoder_widths=(4,))})
 
 
 @pytest.fixture(scope="module")
