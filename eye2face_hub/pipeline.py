@@ -178,6 +178,7 @@ class PhotoResult:
     eyes: list[EyeResult]
     notes: list[str] = field(default_factory=list)
     both_eyes: dict[str, np.ndarray] = field(default_factory=dict)  # two-eye model name -> 128x128x3 uint8
+    both_eyes_crops: list[np.ndarray] = field(default_factory=list)  # the [left, right] 32x32 crops they were given
 
     def annotated(self) -> np.ndarray:
         """The photo with the face box (green) and the eye boxes used (orange) drawn on it."""
@@ -267,12 +268,13 @@ class EyeToFacePipeline:
             EyeResult(side, box, eye, {name: faces[name][i] for name in faces})
             for i, ((side, box), eye) in enumerate(zip(chosen, crops))
         ]
-        both = {}
+        both, pair = {}, []
         if self.two_eyes and len(found) == 2:
-            both = self.generate_from_both_eyes(*(crop(rgb, box, EYE_SIZE) for box in found))
+            pair = [crop(rgb, box, EYE_SIZE) for box in found]
+            both = self.generate_from_both_eyes(*pair)
         elif self.two_eyes:
             notes.append(f"only the {sides[0]} eye was found, so there is no two-eye face: it needs both eyes")
-        return PhotoResult(rgb, det.face, crop(rgb, det.face, FACE_SIZE), results, notes, both)
+        return PhotoResult(rgb, det.face, crop(rgb, det.face, FACE_SIZE), results, notes, both, pair)
 
     @staticmethod
     def _side(eye: Box, face: Box) -> str:
