@@ -1,67 +1,52 @@
 """Space requests: a 640x640 photo with both eyes in, both models' faces out, as a visitor or a program sees them.
 
-    python -m bench.bench_request --out /tmp/request.json [--repeat 40] [--burst 50] [--merge bench/results.json]
+    python -m bench.bench_request --out /tmp/request.json [--repeat 40] [--burst 50] [--load 500] [--no-server]
 
-1. server_side: in process, what /generate runs (app.Handlers.generate: detection, both models, the comparison
-   written as PNG) and what the page's button runs (Handlers.generate_page: also the annotated photo as PNG), end to
-   end and in parts.
-2. round_trip: through gradio_client against two servers started side by side, requests interleaved:
-   - "old_layout": /generate as it was before issue #11 (the annotated photo; per eye the crop and each model's
-     face; the real face: 8 images; the PNG grid as a file; a status text; PNGs by Pillow at level 1), served by a
-     Blocks built here on today's pipeline (`--serve-old-layout`), so that detection and generation cost the same;
-   - "new_layout": `python app.py` (the comparison image as PNG, the boxes and tile positions as JSON, a status).
-   The client downloads every output file, as gradio_client does by default. Medians, p95 and the ratio.
-3. burst: `--burst` clients (each its own gradio_client.Client, created first) send one /generate each at the same
-   moment to `python app.py`: failures, latency (p50 / p95 / max), the queue wait and handler time the server logged,
-   and the server's memory (RSS) before, at its peak during the burst, and after.
-The app runs torch with 1 thread (its default, EYE2FACE_TORCH_THREADS).
+1. server_side, in process: /generate (Handlers.generate: detection, both models, the comparison as PNG), the page's
+   button (generate_page: also the annotated photo), their parts, and a webcam frame (Handlers.live on a 640x480 JPEG
+   data: URL, as browsers stream them); the frame rate the page asks for.
+2. round_trip via gradio_client (downloads on), two servers, requests interleaved: "new_layout" is `python app.py`;
+   "old_layout" is /generate as before issue #11 (8 images, the PNG grid as a file, a status; Pillow PNGs at level 1)
+   served by a Blocks built here on today's pipeline (--serve-old-layout), so detection and generation cost the same.
+3. burst: `--burst` clients (one gradio_client.Client each) send one /generate at the same moment: failures, latency,
+   queue wait and handler time as the server logged them, the server's RSS before, at peak and after.
+4. load: `--load` sequential /generate from one client to a fresh server: latency, per block of 50 too; the RSS.
+The app runs torch with 1 thread (its default); servers start through tests/app_fixtures.py, as in the tests.
 """
 
-from __future__ import annotations
-
 import argparse
-import json
+import base64
+import io
 import os
 import re
 import sys
 import tempfile
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-try:
-    from bench import common  # python -m bench.bench_request
-except ImportError:  # python bench/bench_request.py (bench/run_all.py)
-    import common
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
+from skimage import data
 
-common.add_repo_to_path()
-
-from tests.app_fixtures import app_process, import_app, offline_env  # noqa: E402
+from bench import common
+from eye2face_hub.pipeline import comparison_grid
+from tests.app_fixtures import app_process, import_app, offline_env
 
 PHOTO_SIZE = (640, 640)
 
 
-def photo_file(folder: Path) -> Path:
-    from PIL import Image
-    from skimage import data
-
-    path = folder / "astronaut-640x640.jpg"
-    Image.fromarray(data.astronaut()).resize(PHOTO_SIZE, Image.BICUBIC).save(path, quality=90)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------- in process
-
-
-def server_side(photo: Path, repeat: int) -> dict:
-    import torch
-
+def server_side(photo: Path, frame: dict, repeat: int) -> dict:
     app = import_app()
-    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=common.weights_dir()))
+    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=common.WEIGHTS))
     torch.set_num_threads(1)
     payload = {"path": str(photo), "meta": {"_type": "gradio.FileData"}}
     result = handlers.photo_result(payload)
     assert len(result.eyes) == 2, "the bench photo must give both eyes"
+    assert handlers.live(frame, "both", False)[-1], "the webcam frame must give a face"
     comparison = handlers.photo_comparison(result)
     samples = common.interleaved({
         "api_generate": lambda: handlers.generate(payload),
@@ -70,27 +55,21 @@ def server_side(photo: Path, repeat: int) -> dict:
         "compose_comparison": lambda: handlers.photo_comparison(result),
         "write_comparison_png": lambda: app._cache_png(comparison, "c.png"),
         "write_annotated_photo_png": lambda: app._cache_png(result.annotated(), "a.png"),
+        "webcam_frame": lambda: handlers.live(frame, "both", True),
     }, repeat=repeat, warmup=3)
-    return {"ms": {k: common.stats(v, 1000) for k, v in samples.items()}, "torch_threads": 1}
-
-
-# ------------------------------------------------------------------------------------------ the old layout
+    ms = {k: common.stats(v, 1000) for k, v in samples.items()}
+    every = next(f for f in app.build_demo(handlers).fns.values() if f.api_name == "live").stream_every
+    return {"ms": ms, "torch_threads": 1, "webcam_fps_from_median": round(1000 / ms["webcam_frame"]["median"], 2),
+            "webcam_stream_every_s": every, "webcam_ui_fps_cap": round(1 / every, 2) if every else None}
 
 
 def old_layout_blocks():
     """/generate as app.py served it before issue #11: its outputs, and its PNG writer (Pillow, zlib level 1, a file
-    per image in Gradio's cache), on today's pipeline (app.Handlers.photo_result), so that detection and generation
-    cost the same on both sides."""
-    import uuid
-
+    per image in Gradio's cache), on today's pipeline (app.Handlers.photo_result)."""
     import gradio as gr
-    from PIL import Image
-
-    from eye2face_hub.pipeline import comparison_grid
 
     app = import_app()
-    handlers = app.Handlers(*app.load_pipeline())
-    names = list(app.MODELS)
+    handlers, names = app.Handlers(*app.load_pipeline()), list(app.MODELS)
 
     def png(image, name="image.png"):
         folder = Path(app.get_upload_folder()) / uuid.uuid4().hex
@@ -100,8 +79,7 @@ def old_layout_blocks():
 
     def run(photo, eyes="both"):
         result = handlers.photo_result(photo, eyes)
-        per_side = {r.side: r for r in result.eyes}
-        rows = []
+        per_side, rows = {r.side: r for r in result.eyes}, []
         for side in ("left", "right"):
             r = per_side.get(side)
             rows += [png(x) for x in (r.eye, *(r.faces[n] for n in names))] if r else [None] * (1 + len(names))
@@ -117,35 +95,31 @@ def old_layout_blocks():
     return blocks
 
 
-# ------------------------------------------------------------------------------------------- through clients
-
-
 def _client(server, downloads: str | bool):
-    from gradio_client import Client
-
     return Client(server.url, verbose=False, analytics_enabled=False, download_files=downloads)
 
 
-def round_trip(photo: Path, repeat: int, tmp: Path) -> dict:
-    from gradio_client import handle_file
+def _server(tmp: Path, name: str, **kwargs):
+    return app_process(offline_env(tmp / name, common.WEIGHTS), tmp / f"{name}.log", **kwargs)
 
-    weights = common.weights_dir()
+
+def _predict(client, photo: Path):
+    return client.predict(handle_file(str(photo)), "both", api_name="/generate")
+
+
+def round_trip(photo: Path, repeat: int, tmp: Path) -> dict:
     old_cmd = [sys.executable, "-m", "bench.bench_request", "--serve-old-layout"]
-    with app_process(offline_env(tmp / "new", weights), tmp / "new.log") as new, \
-            app_process(offline_env(tmp / "old", weights), tmp / "old.log", command=old_cmd) as old:
+    with _server(tmp, "new") as new, _server(tmp, "old", command=old_cmd) as old:
         clients = {"old_layout": _client(old, str(tmp / "dl-old")), "new_layout": _client(new, str(tmp / "dl-new"))}
-        outputs = {k: len(c.predict(handle_file(str(photo)), "both", api_name="/generate")) for k, c in clients.items()}
-        samples = common.interleaved(
-            {k: (lambda c=c: c.predict(handle_file(str(photo)), "both", api_name="/generate")) for k, c in clients.items()},
-            repeat=repeat, warmup=2)
+        outputs = {k: len(_predict(c, photo)) for k, c in clients.items()}
+        samples = common.interleaved({k: (lambda c=c: _predict(c, photo)) for k, c in clients.items()}, repeat, warmup=2)
         for c in clients.values():
             c.close()
         logged = re.findall(r"endpoint=generate outcome=ok ms=(\d+)", new.log())
     st = {k: common.stats(v, 1000) for k, v in samples.items()}
     return {
         "photo": f"skimage astronaut resized (bicubic) to {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, JPEG quality 90; both eyes, both models",
-        "outputs_per_request": outputs,
-        "old_layout_ms": st["old_layout"], "new_layout_ms": st["new_layout"],
+        "outputs_per_request": outputs, "old_layout_ms": st["old_layout"], "new_layout_ms": st["new_layout"],
         "ratio_new_to_old_p50": round(st["new_layout"]["median"] / st["old_layout"]["median"], 3),
         "ratio_new_to_old_p95": round(st["new_layout"]["p95"] / st["old_layout"]["p95"], 3),
         "target_ratio": 0.5, "target_met": st["new_layout"]["median"] <= 0.5 * st["old_layout"]["median"],
@@ -157,27 +131,28 @@ def round_trip(photo: Path, repeat: int, tmp: Path) -> dict:
     }
 
 
+def _timed(client, photo: Path, barrier: threading.Barrier | None = None) -> tuple[str, float | str]:
+    if barrier:
+        barrier.wait()
+    t = time.perf_counter()
+    try:
+        _predict(client, photo)
+        return "ok", time.perf_counter() - t
+    except Exception as e:  # counted and reported
+        return "error", f"{type(e).__name__}: {e}"[:200]
+
+
+def _outcomes(results: list) -> tuple[list[float], dict]:
+    ok, errors = [x for kind, x in results if kind == "ok"], [x for kind, x in results if kind == "error"]
+    return ok, {"failures": len(errors), "error_examples": sorted(set(errors))[:3], "latency_ms": common.stats(ok, 1000)}
+
+
 def burst(photo: Path, n: int, tmp: Path) -> dict:
-    from gradio_client import handle_file
-
-    with app_process(offline_env(tmp / "burst", common.weights_dir()), tmp / "burst.log") as server:
+    with _server(tmp, "burst") as server:
         clients = [_client(server, False) for _ in range(n)]
-        clients[0].predict(handle_file(str(photo)), "both", api_name="/generate")  # warm
+        _predict(clients[0], photo)  # warm
         time.sleep(1)
-        rss_before = server.rss_mb()
-        log_start = len(server.log())
-        results: list = [None] * n
-        barrier = threading.Barrier(n)
-
-        def one(i):
-            barrier.wait()
-            t = time.perf_counter()
-            try:
-                clients[i].predict(handle_file(str(photo)), "both", api_name="/generate")
-                results[i] = ("ok", time.perf_counter() - t)
-            except Exception as e:  # counted and reported
-                results[i] = ("error", f"{type(e).__name__}: {e}"[:200])
-
+        rss_before, log_start, barrier = server.rss_mb(), len(server.log()), threading.Barrier(n)
         peak, done = [rss_before], threading.Event()
 
         def sample_rss():
@@ -186,12 +161,9 @@ def burst(photo: Path, n: int, tmp: Path) -> dict:
 
         sampler = threading.Thread(target=sample_rss)
         sampler.start()
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(n) as pool:
+            results = list(pool.map(lambda c: _timed(c, photo, barrier), clients))
         wall = time.perf_counter() - t0
         done.set()
         sampler.join()
@@ -200,11 +172,9 @@ def burst(photo: Path, n: int, tmp: Path) -> dict:
         logged = re.findall(r"endpoint=generate outcome=(\S+) ms=(\d+) queue_wait_ms=(\d+)", server.log()[log_start:])
         for c in clients:
             c.close()
-    ok = [x for kind, x in results if kind == "ok"]
-    errors = [x for kind, x in results if kind == "error"]
+    ok, outcome = _outcomes(results)
     return {
-        "clients": n, "served": len(ok), "failures": len(errors), "error_examples": sorted(set(errors))[:3],
-        "latency_ms": common.stats(ok, 1000), "wall_s": round(wall, 2), "requests_per_s": round(len(ok) / wall, 2),
+        "clients": n, "served": len(ok), **outcome, "wall_s": round(wall, 2), "requests_per_s": round(len(ok) / wall, 2),
         "server_logged": {"requests": len(logged), "outcomes": sorted({o for o, _, _ in logged}),
                           "handler_ms": common.stats([float(ms) for _, ms, _ in logged]),
                           "queue_wait_ms": common.stats([float(w) for _, _, w in logged])},
@@ -213,17 +183,34 @@ def burst(photo: Path, n: int, tmp: Path) -> dict:
     }
 
 
-# --------------------------------------------------------------------------------------------------------- main
+def load(photo: Path, n: int, tmp: Path, block: int = 50, warmup: int = 10) -> dict:
+    with _server(tmp, "load") as server:
+        client = _client(server, str(tmp / "dl-load"))
+        for _ in range(warmup):
+            _predict(client, photo)
+        rss, results, t0 = [round(server.rss_mb(), 1)], [], time.perf_counter()
+        for i in range(1, n + 1):
+            results.append(_timed(client, photo))
+            if i % block == 0 or i == n:
+                rss.append(round(server.rss_mb(), 1))
+        wall = time.perf_counter() - t0
+        client.close()
+    ok, outcome = _outcomes(results)
+    return {
+        "requests": n, "served": len(ok), **outcome, "requests_per_s": round(len(ok) / wall, 2),
+        "median_ms_per_block": [common.stats(ok[i:i + block], 1000)["median"] for i in range(0, len(ok), block)],
+        "server_rss_mb": {"after_warmup": rss[0], "after_each_block": rss[1:], "growth": round(rss[-1] - rss[0], 1)},
+        "how": f"one gradio_client.Client (downloads on), {warmup} warm-up requests, then {n} /generate one after another",
+    }
 
 
 def summary_rows(r: dict) -> list[dict]:
     """The lines of results.json's summary for this bench."""
-    rows = []
+    rows, ss, ms = [], r["server_side"], r["server_side"]["ms"]
 
     def add(what, value, target="", met=None):
         rows.append({"what": what, "value": value, "target": target, "met": met})
 
-    ms = r["server_side"]["ms"]
     if "round_trip" in r:
         rt = r["round_trip"]
         old, new = rt["old_layout_ms"], rt["new_layout_ms"]
@@ -233,6 +220,9 @@ def summary_rows(r: dict) -> list[dict]:
             rt["target_met"])
     add("  server side, in process: /generate (API) / the page's Generate, p50 ms",
         f"{ms['api_generate']['median']:.0f} / {ms['page_generate']['median']:.0f}")
+    if "webcam_frame" in ms:
+        add("  webcam frame (Handlers.live, 640x480 JPEG), in process: p50 ms, frames/s; frames/s the page asks for",
+            f"{ms['webcam_frame']['median']:.0f}, {ss['webcam_fps_from_median']}; {ss['webcam_ui_fps_cap']}")
     if "burst" in r:
         b = r["burst"]
         add(f"burst: {b['clients']} concurrent clients: failures; latency p50 / p95 / max s",
@@ -241,55 +231,40 @@ def summary_rows(r: dict) -> list[dict]:
         q, rss = b["server_logged"]["queue_wait_ms"], b["server_rss_mb"]
         add("  burst, server side: queue wait p50 / max s; server RSS before / peak / after MB",
             f"{q['median'] / 1000:.1f} / {q['max'] / 1000:.1f}; {rss['before']:.0f} / {rss['peak']:.0f} / {rss['after']:.0f}")
+    if "load" in r:
+        x, blocks = r["load"], r["load"]["median_ms_per_block"]
+        add(f"load: {x['requests']} sequential requests: failures; p50 / p95 ms; block p50s ms; server RSS growth MB",
+            f"{x['failures']}; {x['latency_ms']['median']:.0f} / {x['latency_ms']['p95']:.0f}; "
+            f"{min(blocks, default=0):.0f}-{max(blocks, default=0):.0f}; {x['server_rss_mb']['growth']:+.1f}", "0 failures", x["failures"] == 0)
     return rows
-
-
-def merge(result: dict, path: Path) -> None:
-    """Put `result` in results.json as results.request, its lines first in the summary (replacing the request
-    bench's earlier lines), and a line in its rerun list."""
-    results = json.loads(path.read_text())
-    results["results"]["request"] = result
-    kept, dropping = [], False
-    for row in results.get("summary", []):
-        dropping = row["what"].startswith("request") or (dropping and row["what"].startswith("  "))
-        if not dropping:
-            kept.append(row)
-    results["summary"] = summary_rows(result) + kept
-    results.setdefault("rerun", []).append({"benches": ["request"], "started_utc": result["started_utc"],
-                                            "finished_utc": result["finished_utc"]})
-    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=40)
     p.add_argument("--burst", type=int, default=50, help="concurrent clients (0: skip)")
+    p.add_argument("--load", type=int, default=500, help="sequential requests (0: skip)")
     p.add_argument("--no-server", action="store_true", help="only the in-process part")
     p.add_argument("--serve-old-layout", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
-    p.add_argument("--merge", type=Path, default=None, help="also write the result into this results.json")
     args = p.parse_args(argv)
     if args.serve_old_layout:
-        import logging
-
-        logging.basicConfig(level=logging.INFO)
-        import_app().launch(old_layout_blocks())
-        return {}
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return import_app().launch(old_layout_blocks())
+    result = {"bench": "request", "started_utc": common.utc_now(), "machine": common.machine_info(1)}
     with tempfile.TemporaryDirectory(prefix="eye2face-bench-") as tmp:
         tmp = Path(tmp)
         os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")  # the in-process part's PNGs
-        photo = photo_file(tmp)
-        result = {"bench": "request", "started_utc": started, "machine": common.machine_info(1),
-                  "server_side": server_side(photo, args.repeat)}
+        astronaut, photo, buf = Image.fromarray(data.astronaut()), tmp / "astronaut-640x640.jpg", io.BytesIO()
+        astronaut.resize(PHOTO_SIZE, Image.BICUBIC).save(photo, quality=90)
+        astronaut.resize((640, 480), Image.BILINEAR).save(buf, format="JPEG", quality=92)  # a webcam frame, as sent
+        frame = {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), "path": None}
+        result["server_side"] = server_side(photo, frame, args.repeat)
         if not args.no_server:
             result["round_trip"] = round_trip(photo, args.repeat, tmp)
-            if args.burst:
-                result["burst"] = burst(photo, args.burst, tmp)
-    result["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            result |= {"burst": burst(photo, args.burst, tmp)} if args.burst else {}
+            result |= {"load": load(photo, args.load, tmp)} if args.load else {}
+    result["finished_utc"] = common.utc_now()
     common.write_json(result, args.out)
-    if args.merge:
-        merge(result, args.merge)
     return result
 
 

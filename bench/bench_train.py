@@ -1,41 +1,33 @@
 """Training step throughput, side by side in one process: the step before issue 10, today's step eager and
 compiled, and the step's own convolutions run alone.
 
-    python bench/bench_train.py --out /tmp/train.json [--presets l1 feature] [--repeat 5] [--no-compile]
+    python -m bench.bench_train --out /tmp/train.json [--presets l1 feature] [--repeat 5] [--no-compile]
 
 The step is eye2face_hub.training.TrainingStep, the trainer's: uint8 batch of 64 -> [0,1] channels_last, bf16
-autocast, generator, loss (L1; or VGG19 feature loss on layers 0-11 + std loss), backward, Adam step. Random
-pixels: the time does not depend on the content. Each round runs every variant once in rotated order, so the
-load of a shared machine hits all alike; figures are medians and ratios of medians.
-
-- before: the step as the trainer ran it before issue 10 (commit 16abdc8), kept here only as the baseline: eager,
-  per-layer (p.float() - t.float()).abs().mean() under autograd, max_pool2d, the real face in NCHW.
-- convolutions alone: every Conv2d/ConvTranspose2d of the step with its shapes, bf16, channels_last, forward and
-  the backward the step needs (generator: input and weight gradients; VGG on the generated face: input gradient;
-  VGG on the real face: forward only). The step's time over this is how close it runs to the machine's limit.
+autocast, generator, loss (L1; or VGG19 feature loss on layers 0-11 + std loss), backward, Adam step, on random
+pixels. Each round runs every variant once in rotated order; figures are medians and ratios of medians.
+- before: the trainer's step before issue 10 (commit 16abdc8), the baseline: eager, per-layer
+  (p.float() - t.float()).abs().mean() under autograd, max_pool2d, the real face in NCHW.
+- convolutions alone: every Conv2d/ConvTranspose2d of the step with its shapes, bf16, channels_last, forward and the
+  backward the step needs (generator: input and weight gradients; VGG on the generated face: input gradient; on the
+  real face: forward only). The step's time over this is how close it runs to the machine's limit.
 - loss_relative_difference: |loss(before) - loss(compiled)| / loss(before) on the first batch, same weights.
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
-import sys
+import os
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-common.add_repo_to_path()
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from eye2face_hub.losses import EyeToFaceLoss, LossConfig, l1, std_loss  # noqa: E402
-from eye2face_hub.model import EyeToFace  # noqa: E402
-from eye2face_hub.training import TrainingStep, initialise_loss_scale  # noqa: E402
-from eye2face_hub.vgg import load_vgg19  # noqa: E402
+from bench import common
+from eye2face_hub.losses import EyeToFaceLoss, LossConfig, l1, std_loss
+from eye2face_hub.model import EyeToFace
+from eye2face_hub.training import TrainingStep, initialise_loss_scale
+from eye2face_hub.vgg import load_vgg19
 
 FEATURE_LAYERS = list(range(12))  # the shared VGG weights cover layers 0-11
 
@@ -67,13 +59,10 @@ def before_step(model, criterion, optimizer):
 
 def convolutions_alone(model: nn.Module, vgg, batch: int):
     """A callable that runs the step's convolutions only (see the module docstring)."""
-    jobs = []
-
-    def record(module, x, grads):
-        jobs.append((module, x[0].shape, grads))
+    jobs = []  # (module, its input's shape, (input gradient?, weight gradient?))
 
     def collect(net, run, grads):
-        handles = [m.register_forward_hook(lambda m, x, y, g=grads: record(m, x, g))
+        handles = [m.register_forward_hook(lambda m, x, y, g=grads: jobs.append((m, x[0].shape, g)))
                    for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         with torch.no_grad():
             run()
@@ -115,16 +104,14 @@ def measure(preset: str, batch: int, repeat: int, compile: bool) -> dict:
     torch.manual_seed(0)
     start = EyeToFace().to(memory_format=torch.channels_last).train()
 
-    def fresh():
+    def fresh():  # model, criterion, optimizer: the same start for every variant
         model = copy.deepcopy(start)
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+        return model, criterion, torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    steps = {"before": before_step(*_with(fresh(), criterion)),
-             "eager": TrainingStep(*_with(fresh(), criterion), mixed_precision="bf16")}
+    steps = {"before": before_step(*fresh()), "eager": TrainingStep(*fresh(), mixed_precision="bf16")}
     if compile:
-        steps["compiled"] = TrainingStep(*_with(fresh(), criterion), mixed_precision="bf16", compile=True)
-    first_loss = {}
-    compile_s = None
+        steps["compiled"] = TrainingStep(*fresh(), mixed_precision="bf16", compile=True)
+    first_loss, compile_s = {}, None
     for name, step in steps.items():  # the first call: same weights, same batch; compiles
         t = time.perf_counter()
         first_loss[name] = step(eyes, faces)["loss"].item()
@@ -141,19 +128,11 @@ def measure(preset: str, batch: int, repeat: int, compile: bool) -> dict:
         "samples_per_s": {n: round(batch / (m / 1000), 2) for n, m in median.items()},
         "speedup_over_before": {n: round(median["before"] / median[n], 2) for n in steps if n != "before"},
         "step_over_convolutions_alone": {n: round(median[n] / median["convolutions_alone"], 2) for n in steps},
-        "convolutions": n_convs,
-        "first_batch_loss": first_loss,
-        "fastest": fastest,
-        "compile_s": compile_s,
+        "convolutions": n_convs, "first_batch_loss": first_loss, "fastest": fastest, "compile_s": compile_s,
     }
     if "compiled" in first_loss:
         r["loss_relative_difference"] = abs(first_loss["compiled"] - first_loss["before"]) / abs(first_loss["before"])
     return r
-
-
-def _with(model_and_optimizer, criterion):
-    model, optimizer = model_and_optimizer
-    return model, criterion, optimizer
 
 
 def main(argv=None) -> dict:
@@ -161,11 +140,12 @@ def main(argv=None) -> dict:
     p.add_argument("--presets", nargs="+", default=["l1", "feature"], choices=["l1", "feature"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5, help="timed rounds (each runs every variant once)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: BENCH_THREADS, else all cores)")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    threads = common.set_threads(args.threads)
+    threads = args.threads or int(os.environ.get("BENCH_THREADS", "0")) or os.cpu_count() or 1
+    torch.set_num_threads(threads)
     runs = [measure(preset, args.batch_size, args.repeat, args.compile) for preset in args.presets]
     result = {"bench": "train", "machine": common.machine_info(threads), "runs": runs}
     common.write_json(result, args.out)

@@ -1,38 +1,19 @@
-"""Shared helpers for the benchmarks: timing statistics, machine info, paths, test inputs, bench weights.
+"""Shared by the benches: statistics (median, p95, min, max, mean of wall-clock times after warm-up), side-by-side
+timing (interleaved rounds, so that the load of a shared machine affects all sides alike), machine info, paths."""
 
-Every bench script prints (and optionally writes) JSON. Timings are wall-clock (time.perf_counter) over
-repeated runs after warm-up; statistics are median, p95, min, max. Comparisons are always measured side by
-side in one process (interleaved rounds), so that the load of a shared machine affects both sides alike.
-"""
-
-from __future__ import annotations
-
-import io
 import json
 import os
 import platform
 import statistics
-import sys
 import time
+from importlib.metadata import distributions
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-CELEBA = SHARED / "data" / "celeba256"
-VGG_FILE = SHARED / "vgg19" / "vgg19-caffe-conv1_1-conv3_4.safetensors"
-RESULTS = REPO / "bench" / "results"  # git-ignored scratch (bench weights, temporary outputs)
-H200_BF16_DENSE_PEAK = 989e12  # FLOP/s, NVIDIA H200 SXM datasheet, dense BF16 tensor core (1,979 with sparsity)
-PEAKS = {"H200": H200_BF16_DENSE_PEAK, "H100": 989e12, "A100": 312e12}  # dense bf16, by device-name substring
-
-
-def set_threads(n: int | None) -> int:
-    """Set torch intra-op threads explicitly (default: BENCH_THREADS, else all cores); returns the count used."""
-    import torch
-
-    n = n or int(os.environ.get("BENCH_THREADS", "0")) or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
+WEIGHTS = REPO / "weights"  # the bundled models (the app's default)
+CELEBA = REPO.parent / "shared" / "data" / "celeba256"
+VGG_FILE = REPO.parent / "shared" / "vgg19" / "vgg19-caffe-conv1_1-conv3_4.safetensors"
+PACKAGES = ("torch", "numpy", "opencv-python-headless", "pillow", "gradio", "gradio_client", "accelerate", "datasets")
 
 
 def stats(samples: list[float], scale: float = 1.0, digits: int = 3) -> dict:
@@ -41,20 +22,8 @@ def stats(samples: list[float], scale: float = 1.0, digits: int = 3) -> dict:
     if not xs:
         return {"n": 0}
     p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
-    r = lambda v: round(v, digits)  # noqa: E731
-    return {"median": r(statistics.median(xs)), "p95": r(p95), "min": r(xs[0]), "max": r(xs[-1]),
-            "mean": r(statistics.fmean(xs)), "n": len(xs)}
-
-
-def timeit(fn, repeat: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+    return {k: round(v, digits) for k, v in (("median", statistics.median(xs)), ("p95", p95), ("min", xs[0]),
+                                             ("max", xs[-1]), ("mean", statistics.fmean(xs)))} | {"n": len(xs)}
 
 
 def interleaved(fns: dict, repeat: int, warmup: int = 2, inner: int = 1) -> dict[str, list[float]]:
@@ -67,8 +36,7 @@ def interleaved(fns: dict, repeat: int, warmup: int = 2, inner: int = 1) -> dict
             fns[n]()
     out = {n: [] for n in names}
     for i in range(repeat):
-        order = names[i % len(names):] + names[: i % len(names)]
-        for n in order:
+        for n in names[i % len(names):] + names[: i % len(names)]:
             t = time.perf_counter()
             for _ in range(inner):
                 fns[n]()
@@ -76,95 +44,33 @@ def interleaved(fns: dict, repeat: int, warmup: int = 2, inner: int = 1) -> dict
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+def cpuinfo(key: str) -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), "")
 
 
 def machine_info(torch_threads: int | None = None) -> dict:
     import cv2
+    import psutil
     import torch
 
-    flags = cpu_flags()
-    info = {
-        "cpu_model": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_features": sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags),
+    versions = {(d.metadata["Name"] or "").lower(): d.version for d in distributions()}
+    return {
+        "cpu_model": cpuinfo("model name") or platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_features": sorted({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"} & set(cpuinfo("flags").split())),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "torch_threads": torch_threads if torch_threads is not None else torch.get_num_threads(),
-        "opencv_threads": cv2.getNumThreads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": _versions(),
-        "cuda": torch.cuda.is_available(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "opencv_threads": cv2.getNumThreads(), "python": platform.python_version(), "platform": platform.platform(),
+        "versions": {p: versions[p.lower()] for p in PACKAGES if p.lower() in versions},
+        "cuda": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "note": "a 2-core machine shared with other developers (training, test runs): see load_average_1_5_15",
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
     }
-    try:
-        import psutil
-
-        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        pass
-    return info
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "numpy", "opencv-python-headless", "pillow", "gradio", "gradio_client", "accelerate", "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def test_photo_jpeg(size=(640, 480), quality=90) -> bytes:
-    """skimage.data.astronaut() resized to 640x480 and JPEG-encoded: the request bench's input."""
-    from PIL import Image
-    from skimage import data
-
-    buf = io.BytesIO()
-    Image.fromarray(data.astronaut()).resize(size, Image.BILINEAR).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def weights_dir() -> Path:
-    """weights/ if the trained weights are there; else untrained models in bench/results/weights (never committed).
-
-    Timing does not depend on the weights' values, only on the architecture."""
-    bundled = REPO / "weights"
-    if all((bundled / f"eye2face-{n}" / "model.safetensors").is_file() for n in ("l1", "feature")):
-        return bundled
-    folder = RESULTS / "weights"
-    for preset in ("l1", "feature"):
-        target = folder / f"eye2face-{preset}"
-        if not (target / "model.safetensors").is_file():
-            import torch
-
-            from eye2face_hub import EyeToFace
-
-            torch.manual_seed(0)
-            EyeToFace(loss_config={"preset": preset}).eval().save_pretrained(target)
-    return folder
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_json(result: dict, out: str | None) -> None:
@@ -173,8 +79,3 @@ def write_json(result: dict, out: str | None) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")
-
-
-def add_repo_to_path() -> None:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))

@@ -1,13 +1,10 @@
-"""Run every benchmark of issue #6 and write one JSON file with a summary against the targets.
+"""Run the benches one after another, each in its own process (so that they do not compete for the cores); write
+one results file with a summary of each bench's headline figures, also printed as a Markdown table.
 
-    python bench/run_all.py --out bench/results.json            # everything (about 30-60 min on a loaded 2-core box)
-    python bench/run_all.py --quick --out /tmp/results.json     # fewer repeats, no torch.compile, 100 app requests
-
-Each bench runs in its own process (bench/bench_*.py, each also runnable alone with --out), one after the other,
-so that they do not compete for the two cores. Prints a Markdown table of the figures against the targets.
+    python -m bench.run_all --out bench/results.json     # everything (about an hour on a loaded 2-core machine)
+    python -m bench.run_all --quick                      # fewer repeats, no torch.compile; to a temporary file
+    python -m bench.run_all --only generator dataprep    # replaces only those entries in an existing --out
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -17,158 +14,90 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import common  # noqa: E402
+from bench import common
+from bench.bench_request import summary_rows as request_rows
 
-BENCHES = {
-    # name: (script, full arguments, quick arguments)
-    "request": ("bench_request.py", ["--repeat", "40"], ["--repeat", "12"]),
-    "generator": ("bench_generator.py", [], ["--no-compile", "--repeat", "5"]),
-    "webcam": ("bench_webcam.py", ["--frames", "60"], ["--frames", "20"]),
-    "train": ("bench_train.py", [], ["--steps", "2"]),
-    "dataprep": ("bench_dataprep.py", ["--photos", "300", "--rounds", "4", "--opencv-1-thread"],
-                 ["--photos", "100", "--rounds", "1"]),
-    "app_load": ("bench_app_load.py", ["--requests", "500"], ["--requests", "100"]),
-    "detect": ("bench_detect.py", ["--photos", "200"], ["--photos", "40", "--repeat", "5"]),
-    "profile": ("profile_hotspots.py", ["--n", "20"], ["--n", "5"]),
+BENCHES = {  # name: (full arguments, quick arguments)
+    "request": (["--repeat", "40"], ["--repeat", "8", "--burst", "10", "--load", "50"]),
+    "generator": ([], ["--no-compile", "--repeat", "5"]),
+    "train": ([], ["--presets", "l1", "--repeat", "2", "--no-compile"]),
+    "dataprep": (["--photos", "300", "--rounds", "4", "--opencv-1-thread"], ["--photos", "100", "--rounds", "1"]),
 }
 
 
 def run(name: str, quick: bool, folder: Path) -> dict:
-    script, full, fast = BENCHES[name]
-    out = folder / f"{name}.json"
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(HERE / script), *(fast if quick else full), "--out", str(out)],
+    out, started, t = folder / f"{name}.json", common.utc_now(), time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", f"bench.bench_{name}", *BENCHES[name][quick], "--out", str(out)],
                           cwd=common.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = round(time.perf_counter() - t, 1)
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:], "bench_wall_s": wall}
-    result = json.loads(out.read_text())
-    result["bench_wall_s"] = wall
-    return result
+    return {"started_utc": started, "finished_utc": common.utc_now()} | json.loads(out.read_text()) | {"bench_wall_s": wall}
 
 
 def summary(r: dict) -> list[dict]:
-    rows = []
+    rows = request_rows(r["request"]) if "server_side" in r.get("request", {}) else []
 
     def add(what, value, target="", met=None):
         rows.append({"what": what, "value": value, "target": target, "met": met})
 
-    if "in_process" in r.get("request", {}):
-        ip = r["request"]["in_process"]
-        add("request, both models, in process: p50 / p95 ms", f"{ip['end_to_end_ms']['median']:.0f} / {ip['end_to_end_ms']['p95']:.0f}",
-            "p50 < 60 ms", ip["end_to_end_ms"]["median"] < 60)
-        add("  same request before the speed-ups: p50 ms (ratio)", f"{ip['before_ms']['median']:.0f} ({ip['speedup_vs_before']}x)")
-        add("  stages p50 ms", ", ".join(f"{k} {v['median']:.1f}" for k, v in ip["stages_ms"].items()))
-        pc = ip.get("per_change_ms")
-        if pc:
-            add("  per change, side by side: encode before -> now; generate NCHW -> channels_last (ms)",
-                f"{pc['encode_before']['median']:.1f} -> {pc['encode_now']['median']:.1f} ({pc['encode_speedup']}x); "
-                f"{pc['generate_before_nchw']['median']:.1f} -> {pc['generate_now_channels_last']['median']:.1f} "
-                f"({pc['generate_speedup']}x)")
-            add("  encode made of (ms): PNG annotated photo / grid / eyes+faces+real face; JPEG photo (what-if)",
-                f"{pc['png_annotated_photo']['median']:.1f} / {pc['png_grid']['median']:.1f} / "
-                f"{pc['png_eyes_faces_real_face']['median']:.1f}; {pc['jpeg_annotated_photo_what_if']['median']:.1f}")
-    gc = r.get("request", {}).get("gradio_client")
-    if gc:
-        for key, label in (("one_client", "1 client"), ("four_concurrent_clients", "4 concurrent clients"),
-                           ("four_concurrent_clients_concurrency_limit_2", "4 clients, app at concurrency 2 (not adopted)")):
-            c = gc.get(key)
-            if not c:
-                continue
-            add(f"request via gradio_client, {label}: p50 / p95 ms, req/s",
-                f"{c['latency_ms']['median']:.0f} / {c['latency_ms']['p95']:.0f}, {c['requests_per_s']}")
-        nd = gc["one_client"].get("latency_ms_without_downloads")
-        if nd:
-            add("  1 client without downloading the 10 output files: p50 / p95 ms", f"{nd['median']:.0f} / {nd['p95']:.0f}")
-    for run_ in r.get("generator", {}).get("runs", []):
-        v = run_["variants"]
-        cl = v.get("channels_last", {})
-        add(f"generator batch {run_['batch']}, {run_['torch_threads']} thread(s): images/s eager fp32 -> channels_last "
-            f"-> fastest ({run_['fastest']})",
-            f"{v['eager_fp32']['images_per_s']} -> {cl.get('images_per_s')} ({cl.get('speedup_vs_eager_fp32')}x) -> "
-            f"{v[run_['fastest']]['images_per_s']} ({run_['fastest_speedup_vs_eager_fp32']}x)")
-    if "fps_sustained" in r.get("webcam", {}):
-        w = r["webcam"]
-        add("webcam handler fps (1 stream)", w["fps_sustained"], ">= 15 fps", w["target_met"])
-        add("  webcam fps the UI asks for (1 / stream_every)", w["ui_fps_cap"])
-        if "stages_ms" in w:
-            add("  webcam stages p50 ms", ", ".join(f"{k} {v['median']:.1f}" for k, v in w["stages_ms"].items()))
-    for run_ in r.get("train", {}).get("runs", []):
-        add(f"training {run_['preset']} ({run_['device']}, {run_['mixed_precision']}): samples/s", run_["samples_per_s"])
-        if "mfu" in run_:
-            add(f"  MFU / paper recipe minutes on {run_['gpu']}", f"{run_['mfu']} / {run_['paper_recipe_minutes']}",
-                "< 10 min", run_["target_met"])
-    proj = r.get("train", {}).get("h200_projection_not_measured", {}).get("feature")
-    if proj:
-        add("paper recipe on one H200 (feature): projected, not measured: minutes at 10% / 30% MFU",
-            f"{proj['minutes_at_mfu_0.1']} / {proj['minutes_at_mfu_0.3']} (needs MFU >= {proj['mfu_needed_for_10_minutes']})",
-            "< 10 min", None)
+    for g in r.get("generator", {}).get("runs", []):
+        v, fast = g["variants"], g["fastest"]
+        add(f"generator batch {g['batch']}, {g['torch_threads']} thread(s): images/s eager fp32 -> channels_last -> "
+            f"fastest ({fast})", f"{v['eager_fp32']['images_per_s']} -> {v['channels_last']['images_per_s']} "
+            f"({v['channels_last']['speedup_vs_eager_fp32']}x) -> {v[fast]['images_per_s']} ({v[fast]['speedup_vs_eager_fp32']}x)")
+    for t in r.get("train", {}).get("runs", []):
+        sps, steps = t["samples_per_s"], [n for n in ("before", "eager", "compiled") if n in t["samples_per_s"]]
+        add(f"training step {t['preset']}, batch {t['batch']}, {t['mixed_precision']}: samples/s {' / '.join(steps)} "
+            "(speed-up over before)", " / ".join(str(sps[n]) for n in steps)
+            + "".join(f"; {n} {x}x" for n, x in t["speedup_over_before"].items()))
+        add(f"  {t['preset']}: step time / its convolutions alone ({sps['convolutions_alone']} samples/s); "
+            "compile s; loss relative difference compiled vs before",
+            ", ".join(f"{n} {x}x" for n, x in t["step_over_convolutions_alone"].items())
+            + f"; {t['compile_s']}; {t.get('loss_relative_difference', float('nan')):.1e}")
     d = r.get("dataprep", {})
     if "speedup_2_vs_1" in d:
-        s = d["settings"]
-        add("data prep photos/s 1 proc -> 2 procs (ratio)",
-            f"{s['num_proc_1']['photos_per_s']} -> {s['num_proc_2']['photos_per_s']} ({d['speedup_2_vs_1']}x; cores used "
-            f"{s['num_proc_1']['cores_used']} / {s['num_proc_2']['cores_used']})", ">= 1.8x", d["target_met"])
-        if "num_proc_2_opencv_1_thread" in s and "num_proc_1_opencv_1_thread" in s:
-            one, two = s["num_proc_1_opencv_1_thread"], s["num_proc_2_opencv_1_thread"]
-            add("  OpenCV at 1 thread per process: photos/s 1 proc -> 2 procs (ratio; cores used)",
-                f"{one['photos_per_s']} -> {two['photos_per_s']} ({one['wall_s']['median'] / two['wall_s']['median']:.2f}x; "
-                f"{one['cores_used']} / {two['cores_used']})")
-    for set_name, variants in r.get("detect", {}).get("sets", {}).items():
-        for v in ("face_half", "face_min24"):
-            x = variants[v]
-            add(f"detection variant {v} on {set_name} (not adopted): speed-up, same status, face IoU p50",
-                f"{x['speedup']}x, {x['agreement_with_current']['same_status']:.1%}, "
-                f"{x['agreement_with_current']['face_iou_median']}")
-    for target in ("request", "webcam", "dataprep"):
-        top = r.get("profile", {}).get(target, {}).get("top_own_time", [])[:3]
-        if top:
-            add(f"profile {target}: top own time", ", ".join(f"{t['function']} {t['share']:.0%}" for t in top))
-    a = r.get("app_load", {})
-    if "rss_mb" in a:
-        add(f"app load: {a['completed']}/{a['requests']} requests, p50 ms, RSS growth MB after warm-up",
-            f"{a['latency_ms']['median']:.0f}, {a['rss_growth_mb_after_warmup']}")
+        for suffix, label, target in (("", "data prep", ">= 1.8x"), ("_opencv_1_thread", "  OpenCV at 1 thread", "")):
+            one, two = d["settings"].get(f"num_proc_1{suffix}"), d["settings"].get(f"num_proc_2{suffix}")
+            if one and two:
+                ratio = one["wall_s"]["median"] / two["wall_s"]["median"]
+                add(f"{label}: photos/s 1 process -> 2 (ratio; cores used)", f"{one['photos_per_s']} -> "
+                    f"{two['photos_per_s']} ({ratio:.2f}x; {one['cores_used']} / {two['cores_used']})",
+                    target, ratio >= 1.8 if target else None)
+    for name, x in r.items():
+        if "error" in x:
+            add(f"{name}: failed (see its stderr_tail)", x["error"])
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = ["| what | figure | target | met |", "|---|---|---|---|"]
-    for row in rows:
-        met = "" if row["met"] is None else ("yes" if row["met"] else "**no**")
-        lines.append(f"| {row['what']} | {row['value']} | {row['target']} | {met} |")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default bench/results.json; with --quick, eye2face-bench-quick.json in the temporary folder")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", nargs="+", choices=list(BENCHES), default=list(BENCHES))
-    p.add_argument("--update", action="store_true",
-                   help="replace only the benches run (--only) in an existing --out file and redo its summary")
+    p.add_argument("--only", nargs="+", choices=list(BENCHES), help="their entries replace those in an existing --out")
     args = p.parse_args(argv)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    results = {}
+    out_path = args.out or (Path(tempfile.gettempdir()) / "eye2face-bench-quick.json" if args.quick
+                            else common.REPO / "bench" / "results.json")
+    started, results = common.utc_now(), {}
     with tempfile.TemporaryDirectory(prefix="eye2face-bench-") as folder:
-        for name in args.only:
+        for name in args.only or BENCHES:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
             results[name] = run(name, args.quick, Path(folder))
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: {results[name].get('error', 'done')} "
-                  f"({results[name]['bench_wall_s']} s)", file=sys.stderr, flush=True)
-    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if args.update and Path(args.out).exists():
-        out = json.loads(Path(args.out).read_text())
+            print(f"  {results[name].get('error', 'done')} in {results[name]['bench_wall_s']} s", file=sys.stderr)
+    run_info = {"benches": list(results), "started_utc": started, "finished_utc": common.utc_now(), "quick": args.quick}
+    if args.only and out_path.exists():
+        out = json.loads(out_path.read_text())
         out["results"].update(results)
-        out.setdefault("rerun", []).append({"benches": list(results), "started_utc": started, "finished_utc": finished})
+        out.setdefault("rerun", []).append(run_info)
     else:
-        out = {"started_utc": started, "finished_utc": finished, "quick": args.quick, "machine": common.machine_info(None),
-               "results": results}
-    rows = out["summary"] = summary(out["results"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(markdown(rows))
+        out = run_info | {"machine": common.machine_info(None), "results": results}
+    out["summary"] = summary(out["results"])
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    print("| what | figure | target | met |\n|---|---|---|---|")
+    for row in out["summary"]:
+        print(f"| {row['what']} | {row['value']} | {row['target']} | "
+              f"{'' if row['met'] is None else 'yes' if row['met'] else '**no**'} |")
     return out
 
 
