@@ -356,8 +356,10 @@ class Run:
     def record(self) -> dict:
         """What config.json says about this training."""
         a, feature = self.accelerator, self.criterion.feature
+        args = {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks")}
+        args["vgg_weights"] = self.loss_config.to_dict()["vgg_weights"]  # a file name (+ sha256 in loss_config), no path
         return {
-            "args": {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks")},
+            "args": args,
             "steps": self.global_step, "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
             "processes": a.num_processes, "device": a.device.type, "wall_time_s": round(self.clock.seconds(), 1),
             "val_metrics": self.val_metrics, "l_initial": feature.l_initial.tolist() if feature is not None else None,
