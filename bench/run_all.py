@@ -48,9 +48,11 @@ def summary(r: dict) -> list[dict]:
             f"({v['channels_last']['speedup_vs_eager_fp32']}x) -> {v[fast]['images_per_s']} ({v[fast]['speedup_vs_eager_fp32']}x)")
     for t in r.get("train", {}).get("runs", []):
         sps, steps = t["samples_per_s"], [n for n in ("before", "eager", "compiled") if n in t["samples_per_s"]]
+        target, best = {"feature": 2.5, "l1": 2.0}.get(t["preset"]), max(t["speedup_over_before"].values())  # issue 10
         add(f"training step {t['preset']}, batch {t['batch']}, {t['mixed_precision']}: samples/s {' / '.join(steps)} "
             "(speed-up over before)", " / ".join(str(sps[n]) for n in steps)
-            + "".join(f"; {n} {x}x" for n, x in t["speedup_over_before"].items()))
+            + "".join(f"; {n} {x}x" for n, x in t["speedup_over_before"].items()),
+            f">= {target}x" if target else "", best >= target if target else None)
         add(f"  {t['preset']}: step time / its convolutions alone ({sps['convolutions_alone']} samples/s); "
             "compile s; loss relative difference compiled vs before",
             ", ".join(f"{n} {x}x" for n, x in t["step_over_convolutions_alone"].items())
