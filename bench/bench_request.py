@@ -69,7 +69,8 @@ def old_layout_blocks():
     import gradio as gr
 
     app = import_app()
-    handlers, names = app.Handlers(*app.load_pipeline()), list(app.MODELS)
+    handlers, names = app.Handlers(*app.load_pipeline()), ["l1", "feature"]  # the models it served
+    labels = ["eye crop", *(app.MODELS[n].label for n in names), "real face"]
 
     def png(image, name="image.png"):
         folder = Path(app.get_upload_folder()) / uuid.uuid4().hex
@@ -84,7 +85,7 @@ def old_layout_blocks():
             r = per_side.get(side)
             rows += [png(x) for x in (r.eye, *(r.faces[n] for n in names))] if r else [None] * (1 + len(names))
         grid = comparison_grid([[r.eye for r in result.eyes], *([r.faces[n] for r in result.eyes] for n in names),
-                                [result.real_face] * len(result.eyes)], ["eye crop", *handlers.labels, "real face"])
+                                [result.real_face] * len(result.eyes)], labels)
         return (png(result.annotated()), *rows, png(result.real_face), png(grid, "eye2face-results.png"),
                 app._bullets([f"Face found at {app._where(result.face_box)}.", *result.notes]))
 
