@@ -1,7 +1,7 @@
 """Run the benches one after another, each in its own process (so that they do not compete for the cores); write
 one results file with a summary of each bench's headline figures, also printed as a Markdown table.
 
-    python -m bench.run_all --out bench/results.json     # everything (about an hour on a loaded 2-core machine)
+    python -m bench.run_all --out bench/results.json     # everything (30-60 min on a shared 2-core machine)
     python -m bench.run_all --quick                      # fewer repeats, no torch.compile; to a temporary file
     python -m bench.run_all --only generator dataprep    # replaces only those entries in an existing --out
 """
