@@ -54,32 +54,45 @@ def served_app(weights: Path, **launch_kwargs):
         blocks.close()
 
 
-def make_model(folder: Path, preset: str, seed: int):
-    """A random EyeToFace whose output depends on its input, saved as a Hub-format folder.
+def make_model(folder: Path, preset: str, seed: int, arch: str = "eye_to_face"):
+    """A random generator of architecture `arch` (e.g. "two_eyes_to_face") whose output depends on its input, saved
+    as a Hub-format folder.
 
     A freshly initialised generator gives an almost constant face (BatchNorm running statistics of 0 and 1);
     statistics from one batch of random eyes make the face vary with the eye, so that tests can tell which eye
     and which model an output came from.
     """
-    from eye2face_hub import EyeToFace
+    from eye2face_hub import GENERATORS
 
     torch.manual_seed(seed)
-    model = EyeToFace(loss_config={"preset": preset})
+    model = GENERATORS[arch](loss_config={"preset": preset})
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None  # cumulative average: one batch sets the statistics
     model.train()
     with torch.no_grad():
-        model(torch.rand(64, 3, 32, 32))
+        model(torch.rand(64, *([2] if model.eyes == 2 else []), 3, 32, 32))
     model.eval().save_pretrained(folder)
     return model
 
 
-def make_weights(root: Path) -> Path:
-    """A weights folder like the repository's: eye2face-l1 and eye2face-feature, two different models."""
+# The optional models of app.MODELS (not bundled yet): folder -> (preset, architecture).
+OPTIONAL_MODELS = {
+    "eye2face-wgan-gp": ("wgan-gp", "eye_to_face"),
+    "eye2face-feature-gan": ("feature-gan", "eye_to_face"),
+    "eye2face-two-eyes": ("feature", "two_eyes_to_face"),
+}
+
+
+def make_weights(root: Path, optional: bool = False) -> Path:
+    """A weights folder like the repository's: eye2face-l1 and eye2face-feature, two different models; with
+    `optional`, also the optional models (OPTIONAL_MODELS: two GAN presets and the two-eye model), each different."""
     make_model(root / "eye2face-l1", "l1", seed=1)
     make_model(root / "eye2face-feature", "feature", seed=2)
+    if optional:
+        for seed, (folder, (preset, arch)) in enumerate(OPTIONAL_MODELS.items(), start=11):
+            make_model(root / folder, preset, seed=seed, arch=arch)
     return root
 
 

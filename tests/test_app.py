@@ -36,6 +36,9 @@ from tests.app_fixtures import (
 
 ASTRONAUT = skimage.data.astronaut()
 app = import_app()
+# The models every app has; the optional ones (GAN presets, the two-eye model) have their own tests below, on
+# weights that hold them (make_weights(..., optional=True)). `weights` holds only these, as weights/ does today.
+REQUIRED = {name: spec for name, spec in app.MODELS.items() if not spec.optional}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(weights) -> EyeToFacePipeline:
     """The library pipeline on the same weights: what the app must return, pixel for pixel."""
-    return EyeToFacePipeline.from_pretrained({name: str(weights / spec.folder) for name, spec in app.MODELS.items()})
+    return EyeToFacePipeline.from_pretrained({name: str(weights / spec.folder) for name, spec in REQUIRED.items()})
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def tiles(comparison: str, details: dict) -> list[dict[str, np.ndarray]]:
 
 
 def model_columns() -> list[str]:
-    return [spec.label for spec in app.MODELS.values()]
+    return [spec.label for spec in REQUIRED.values()]
 
 
 def eye_tile_holds(tile: np.ndarray, eye: np.ndarray):
@@ -120,14 +123,14 @@ def test_generate_api_returns_each_eye_crop_each_models_face_and_the_real_face(c
     assert [r.side for r in expected.eyes] == ["left", "right"], "the astronaut photo should give both eyes"
     details = out["details"]
     assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"]
-    assert details["models"] == list(app.MODELS) and details["rows"] == ["left eye", "right eye"]
+    assert details["models"] == list(REQUIRED) and details["rows"] == ["left eye", "right eye"]
     assert details["face_box"] == list(expected.face_box)
     assert [e["box"] for e in details["eyes"]] == [list(r.box) for r in expected.eyes]
     assert details["photo_size"] == list(ASTRONAUT.shape[1::-1])
     rows = tiles(out["comparison"], details)
     for row, r in zip(rows, expected.eyes, strict=True):
         eye_tile_holds(row[app.EYE_LABEL], r.eye)
-        for name, spec in app.MODELS.items():
+        for name, spec in REQUIRED.items():
             np.testing.assert_array_equal(row[spec.label], r.faces[name], err_msg=f"{r.side} eye, {name} model")
         np.testing.assert_array_equal(row["real face"], expected.real_face)
     faces = [row[label] for row in rows for label in model_columns()]
@@ -146,7 +149,7 @@ def test_one_eye_only(client, reference, photos, side):
     assert out["details"]["rows"] == [f"{side} eye"]
     (row,) = tiles(out["comparison"], out["details"])
     eye_tile_holds(row[app.EYE_LABEL], expected.eye)
-    for name, spec in app.MODELS.items():
+    for name, spec in REQUIRED.items():
         np.testing.assert_array_equal(row[spec.label], expected.faces[name])
 
 
@@ -174,15 +177,22 @@ def test_an_invalid_choice_of_eye_is_refused(client, photos):
     assert error.value.title == "Not a valid choice" and "both, left, right" in error.value.message
 
 
-def test_a_missing_eye_is_named(client, photos, tmp_path):
-    """With only the photo's left eye detectable, asking for the right one says so."""
+@pytest.fixture(scope="module")
+def one_eye_photo(tmp_path_factory) -> Path:
+    """The astronaut with only her left eye detectable."""
     x, y, w, h = detect(ASTRONAUT).face
     one_eye = blur(ASTRONAUT, (x + w // 2, y + h // 6, x + w, y + h // 2), 41)
     assert len(detect(one_eye).eyes) == 1, "test photo: exactly one eye should stay detectable"
-    Image.fromarray(one_eye).save(tmp_path / "one-eye.png")
+    path = tmp_path_factory.mktemp("one-eye") / "one-eye.png"
+    Image.fromarray(one_eye).save(path)
+    return path
+
+
+def test_a_missing_eye_is_named(client, one_eye_photo):
+    """With only the photo's left eye detectable, asking for the right one says so."""
     with pytest.raises(AppError, match="right eye was not found"):
-        generate(client, tmp_path / "one-eye.png", eyes="right")
-    assert generate(client, tmp_path / "one-eye.png", eyes="left")["details"]["rows"] == ["left eye"]
+        generate(client, one_eye_photo, eyes="right")
+    assert generate(client, one_eye_photo, eyes="left")["details"]["rows"] == ["left eye"]
 
 
 def test_eye_crop_api(client, reference, tmp_path):
@@ -193,7 +203,7 @@ def test_eye_crop_api(client, reference, tmp_path):
     (row,) = tiles(comparison, details)
     faces = reference.generate([eye])
     eye_tile_holds(row[app.EYE_LABEL], eye)
-    for name, spec in app.MODELS.items():
+    for name, spec in REQUIRED.items():
         np.testing.assert_array_equal(row[spec.label], faces[name][0])
     # A larger, non-square crop is resized to what the models take, and the person is told.
     Image.fromarray(ASTRONAUT[80:130, 180:270]).save(tmp_path / "wide.png")
@@ -324,13 +334,13 @@ def data_url_frame(rgb: np.ndarray) -> dict:
 
 def test_adding_a_model_is_one_entry_in_models(weights, tmp_path, photos, monkeypatch):
     """A third model: one MODELS entry and its weights; the comparison gains a column, nothing else changes."""
-    for name in app.MODELS:
-        (tmp_path / app.MODELS[name].folder).symlink_to(weights / app.MODELS[name].folder)
+    for spec in REQUIRED.values():
+        (tmp_path / spec.folder).symlink_to(weights / spec.folder)
     third = make_model(tmp_path / "eye2face-third", "third", seed=5)
     monkeypatch.setitem(app.MODELS, "third", app.ModelSpec("third model", "EYE2FACE_THIRD_MODEL", "eye2face-third"))
     handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=tmp_path))
     comparison, details, _ = handlers.generate(str(photos["astronaut"]))
-    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"] and "third model" in details["columns"]
+    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "third model", "real face"]
     result = EyeToFacePipeline({"third": third})(str(photos["astronaut"]))
     for row, r in zip(tiles(comparison, details), result.eyes, strict=True):
         np.testing.assert_array_equal(row["third model"], r.faces["third"])
@@ -366,12 +376,271 @@ def test_messages_read_as_sentences():
     assert cut.endswith("First sentence. [...]") and len(cut) < 600
 
 
+# --------------------------------------------------------------- the optional models: GAN presets, the two-eye model
+
+OPTIONAL = [name for name, spec in app.MODELS.items() if spec.optional]
+GANS = [name for name in OPTIONAL if app.MODELS[name].eyes == 1]  # wgan-gp, feature-gan: added on request
+(TWO_EYES,) = [name for name, spec in app.MODELS.items() if spec.eyes == 2]
+
+
+def label(name: str) -> str:
+    return app.MODELS[name].label
+
+
+@pytest.fixture(scope="module")
+def all_weights(tmp_path_factory) -> Path:
+    """Random weights for every model of MODELS, the optional ones included (not bundled in weights/ yet)."""
+    return make_weights(tmp_path_factory.mktemp("all-weights"), optional=True)
+
+
+@pytest.fixture(scope="module")
+def all_reference(all_weights) -> EyeToFacePipeline:
+    return EyeToFacePipeline.from_pretrained({name: str(all_weights / spec.folder) for name, spec in app.MODELS.items()})
+
+
+@pytest.fixture(scope="module")
+def all_handlers(all_weights):
+    return app.Handlers(*app.load_pipeline(env={}, weights_dir=all_weights))
+
+
+@pytest.fixture(scope="module")
+def all_url(all_weights):
+    with served_app(all_weights) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def all_client(all_url, tmp_path_factory) -> Client:
+    return Client(all_url, verbose=False, analytics_enabled=False,
+                  download_files=str(tmp_path_factory.mktemp("all-downloads")))
+
+
+def blank(tile: np.ndarray) -> bool:
+    return bool((tile == 255).all())
+
+
+def eye_pair_holds(tile: np.ndarray, left: np.ndarray, right: np.ndarray):
+    """The "both eyes" row's eye tile: the two 32x32 crops side by side, centred vertically, each pixel a 2x2 block."""
+    half, k = FACE_SIZE // 2, FACE_SIZE // 2 // EYE_SIZE
+    expected = np.full((FACE_SIZE, FACE_SIZE, 3), 255, np.uint8)
+    top = (FACE_SIZE - half) // 2
+    expected[top : top + half, :half] = np.repeat(np.repeat(left, k, axis=0), k, axis=1)
+    expected[top : top + half, half:] = np.repeat(np.repeat(right, k, axis=0), k, axis=1)
+    np.testing.assert_array_equal(tile, expected)
+
+
+def test_the_app_serves_the_extra_models_through_the_api(all_client, all_reference, photos, tmp_path):
+    """The GAN models join the comparison when an API call names them, pixel for pixel the library's faces; a call
+    that names no models gets the research's pair, as before."""
+    astronaut = handle_file(str(photos["astronaut"]))
+    comparison, details, _ = all_client.predict(astronaut, "both", [*REQUIRED, *GANS], api_name="/generate")
+    expected = all_reference(str(photos["astronaut"]))
+    assert details["models"] == [*REQUIRED, *GANS] and details["rows"] == ["left eye", "right eye"]
+    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "WGAN-GP", "feature + GAN", "real face"]
+    rows = tiles(comparison, details)
+    for row, r in zip(rows, expected.eyes, strict=True):
+        eye_tile_holds(row[app.EYE_LABEL], r.eye)
+        for name in details["models"]:
+            np.testing.assert_array_equal(row[label(name)], r.faces[name], err_msg=f"{r.side} eye, {name} model")
+    faces = [row[label(name)].tobytes() for row in rows for name in details["models"]]
+    assert len(set(faces)) == len(faces), "two models or two eyes gave the same face"
+
+    comparison, details, _ = all_client.predict(astronaut, "right", ["feature-gan"], api_name="/generate")
+    assert details["columns"] == [app.EYE_LABEL, "feature + GAN", "real face"] and details["rows"] == ["right eye"]
+    (row,) = tiles(comparison, details)
+    (right,) = all_reference(str(photos["astronaut"]), eyes="right").eyes  # the same batch as the app's: one crop
+    np.testing.assert_array_equal(row["feature + GAN"], right.faces["feature-gan"])
+
+    _, details, _ = all_client.predict(astronaut, "both", api_name="/generate")  # an API call written before
+    assert details["models"] == list(REQUIRED) and details["rows"] == ["left eye", "right eye"]
+    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"]
+
+    eye = expected.eyes[0].eye
+    Image.fromarray(eye).save(tmp_path / "eye.png")
+    comparison, details, _ = all_client.predict(handle_file(str(tmp_path / "eye.png")), models=GANS,
+                                                api_name="/generate_from_eye")
+    assert details["columns"] == [app.EYE_LABEL, "WGAN-GP", "feature + GAN"]
+    (row,) = tiles(comparison, details)
+    faces = all_reference.generate([eye])
+    for name in GANS:
+        np.testing.assert_array_equal(row[label(name)], faces[name][0])
+
+
+def test_the_api_returns_the_two_eye_face_for_the_astronaut_photo(all_client, all_reference, photos):
+    """A last row, "both eyes": the two crops the two-eye model was given and its face; blank where the one-eye
+    models have nothing for it, as the two-eye model has nothing for the per-eye rows."""
+    astronaut = handle_file(str(photos["astronaut"]))
+    comparison, details, status = all_client.predict(astronaut, "both", [*REQUIRED, TWO_EYES], api_name="/generate")
+    expected = all_reference(str(photos["astronaut"]))
+    assert set(expected.both_eyes) == {TWO_EYES}
+    assert details["rows"] == ["left eye", "right eye", "both eyes"] and details["models"] == [*REQUIRED, TWO_EYES]
+    assert details["columns"] == [app.EYE_LABEL, *model_columns(), label(TWO_EYES), "real face"]
+    left, right, both = tiles(comparison, details)
+    np.testing.assert_array_equal(both[label(TWO_EYES)], expected.both_eyes[TWO_EYES])
+    eye_pair_holds(both[app.EYE_LABEL], expected.eyes[0].eye, expected.eyes[1].eye)
+    np.testing.assert_array_equal(both["real face"], expected.real_face)
+    assert all(blank(both[column]) for column in model_columns())
+    for row, r in ((left, expected.eyes[0]), (right, expected.eyes[1])):
+        assert blank(row[label(TWO_EYES)])
+        for name in REQUIRED:
+            np.testing.assert_array_equal(row[label(name)], r.faces[name])
+    one_eye_faces = [row[column].tobytes() for row in (left, right) for column in model_columns()]
+    assert both[label(TWO_EYES)].tobytes() not in one_eye_faces
+    assert "Both eyes, one face" in status
+
+    # One eye chosen: its row, and the two-eye face, still from both crops.
+    comparison, details, _ = all_client.predict(astronaut, "right", [TWO_EYES], api_name="/generate")
+    assert details["rows"] == ["right eye", "both eyes"]
+    assert details["columns"] == [app.EYE_LABEL, label(TWO_EYES), "real face"]
+    right, both = tiles(comparison, details)
+    eye_tile_holds(right[app.EYE_LABEL], expected.eyes[1].eye) and blank(right[label(TWO_EYES)])
+    eye_pair_holds(both[app.EYE_LABEL], expected.eyes[0].eye, expected.eyes[1].eye)
+    np.testing.assert_array_equal(both[label(TWO_EYES)], expected.both_eyes[TWO_EYES])
+
+
+def test_when_only_one_eye_is_found_the_page_says_why_there_is_no_two_eye_face(all_handlers, one_eye_photo):
+    comparison, _, _, status = all_handlers.generate_page(str(one_eye_photo))  # the page's default models
+    assert "only the left eye was found, so there is no two-eye face: it needs both eyes" in status
+    assert read_png(comparison).shape[:2] == (app.HEADER + app.CAPTION + app.TILE, 4 * app.TILE + 3 * app.GAP), \
+        "one row (the left eye) and no two-eye column: eye crop, L1, feature, real face"
+    _, details, status = all_handlers.generate(str(one_eye_photo), "both", [TWO_EYES, "feature"])
+    assert details["rows"] == ["left eye"] and label(TWO_EYES) not in details["columns"]
+    assert any("no two-eye face" in note for note in details["notes"]) and "no two-eye face" in status
+
+
+def test_the_eye_crop_api_takes_two_crops_for_the_two_eye_model(all_client, all_reference, tmp_path):
+    (lx, ly, lw, lh), (rx, ry, rw, rh) = detect(ASTRONAUT).eyes
+    left, right = ASTRONAUT[ly : ly + lh, lx : lx + lw], ASTRONAUT[ry : ry + rh, rx : rx + rw]  # 28x28, 27x27
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(right).save(tmp_path / "right.png")
+    left_file, right_file = handle_file(str(tmp_path / "left.png")), handle_file(str(tmp_path / "right.png"))
+    comparison, details, status = all_client.predict(left_file, right_file, ["feature", TWO_EYES],
+                                                     api_name="/generate_from_eye")
+    assert details["rows"] == ["left eye", "right eye", "both eyes"]
+    assert details["columns"] == [app.EYE_LABEL, label("feature"), label(TWO_EYES)]
+    assert details["crop_sizes"] == [[lw, lh], [rw, rh]] and f"{lw}x{lh}" in status and f"{rw}x{rh}" in status
+    rows = tiles(comparison, details)
+    faces = all_reference.generate([left, right])
+    as_seen = [cv2_resize(left), cv2_resize(right)]
+    for i, row in enumerate(rows[:2]):
+        eye_tile_holds(row[app.EYE_LABEL], as_seen[i])
+        np.testing.assert_array_equal(row[label("feature")], faces["feature"][i])
+        assert blank(row[label(TWO_EYES)])
+    np.testing.assert_array_equal(rows[2][label(TWO_EYES)], all_reference.generate_from_both_eyes(left, right)[TWO_EYES])
+    eye_pair_holds(rows[2][app.EYE_LABEL], *as_seen)
+    assert blank(rows[2][label("feature")])
+
+    # One crop: the two-eye model alone cannot make a face; beside a one-eye model, the status says what to add.
+    with pytest.raises(AppError) as error:
+        all_client.predict(left_file, None, [TWO_EYES], api_name="/generate_from_eye")
+    assert error.value.title == "Two eye crops needed" and "other eye" in error.value.message
+    _, details, status = all_client.predict(left_file, models=["l1", TWO_EYES], api_name="/generate_from_eye")
+    assert details["rows"] == ["eye crop"] and details["columns"] == [app.EYE_LABEL, label("l1")]
+    assert "The two-eye model needs both eyes" in status
+
+
+def cv2_resize(eye: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(eye, (EYE_SIZE, EYE_SIZE))  # as the pipeline resizes crops
+
+
+def test_the_page_compares_its_default_models_and_the_ones_a_person_adds(all_handlers, all_reference, photos):
+    """The page: the research's pair and the two-eye row unless the person chooses otherwise, in all three tabs."""
+    photo = str(photos["astronaut"])
+    assert all_handlers.page_models == [*REQUIRED, TWO_EYES] and all_handlers.api_models == list(REQUIRED)
+    default = EyeToFacePipeline({name: all_reference.models[name] for name in all_handlers.page_models})(photo)
+    comparison, _, _, status = all_handlers.generate_page(photo)
+    np.testing.assert_array_equal(read_png(comparison), all_handlers.photo_comparison(default))
+    assert read_png(comparison).shape[:2] == (app.HEADER + 3 * (app.CAPTION + app.TILE), 5 * app.TILE + 4 * app.GAP)
+    comparison, _, _, _ = all_handlers.generate_page(photo, "both", ["l1", "wgan-gp"])
+    assert read_png(comparison).shape[:2] == (app.HEADER + 2 * (app.CAPTION + app.TILE), 4 * app.TILE + 3 * app.GAP)
+    comparison, _, download, status = all_handlers.generate_page(photo, "both", [])
+    assert comparison is None and not download.interactive and "No model chosen" in status
+
+    _, comparison, status, _ = all_handlers.live(data_url_frame(ASTRONAUT), "both", False, all_handlers.page_models)
+    np.testing.assert_array_equal(read_png(comparison), all_handlers.photo_comparison(default))
+    assert "one face from both eyes" in status
+    _, _, status, has_result = all_handlers.live(data_url_frame(ASTRONAUT), "both", False, [])
+    assert not has_result and "Choose at least one model" in status
+
+    left, right = (str(ROOT / "examples" / "astronaut-eye-crop.png"),) * 2
+    _, _, status = all_handlers.generate_from_eye_page(left, right)
+    assert "Each crop got its own faces" not in status
+    _, _, status = all_handlers.generate_from_eye_page(left, right, ["feature"])
+    assert "the two-eye model (one face from both eyes) is not chosen" in status
+
+
+def page_config(url: str) -> dict[str, dict]:
+    """The served page's components by elem_id: their properties, as the browser gets them."""
+    config = json.load(urllib.request.urlopen(url + "config", timeout=10))
+    return {c["props"]["elem_id"]: c["props"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+
+
+def test_the_page_says_what_each_model_is_and_which_optional_ones_are_not_installed(url, all_url):
+    page = page_config(url)  # the required models only, as weights/ is today
+    assert "**Not installed** (optional" in page["weights"]["value"]
+    not_installed = page["weights"]["value"].split("**Not installed**")[1]
+    assert "\n" not in not_installed.strip(), "one line"
+    assert all(label(name) in not_installed for name in OPTIONAL) and not any(label(n) in not_installed for n in REQUIRED)
+    assert [line.split("**")[1] for line in page["models"]["value"].splitlines()] == model_columns()
+    assert page["models-to-compare"]["visible"] is False, "nothing to add to the research's pair"
+
+    page = page_config(all_url)
+    assert "Not installed" not in page["weights"]["value"]
+    lines = page["models"]["value"].splitlines()
+    assert [line.split("**")[1] for line in lines] == [label(name) for name in app.MODELS]
+    assert all(app.MODELS[name].about in line and len(line) < 200 for name, line in zip(app.MODELS, lines))
+    choice = page["models-to-compare"]
+    assert choice["visible"] is not False and choice["value"] == [*REQUIRED, TWO_EYES]
+    assert [value for _, value in choice["choices"]] == list(app.MODELS)
+
+
+@pytest.mark.parametrize("models, title, message", [
+    (["wgan-gp"], "Model not installed", "wgan-gp (WGAN-GP) is not installed on this server; the installed models "
+                                         "are l1, feature."),
+    (["l1", "nonsense"], "Not a valid choice", "There is no model 'nonsense': the models are l1, feature."),
+    ([], "No model chosen", "Choose at least one model"),
+])
+def test_a_model_the_app_cannot_serve_is_refused_clearly(client, photos, models, title, message):
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(photos["astronaut"])), "both", models, api_name="/generate")
+    assert error.value.title == title and message in error.value.message
+
+
+def test_optional_models_load_when_there_and_are_left_out_when_not(weights, all_weights, tmp_path):
+    pipeline, sources = app.load_pipeline(env={}, weights_dir=weights)
+    handlers = app.Handlers(pipeline, sources)
+    assert list(pipeline.models) == list(REQUIRED) and handlers.installed == list(REQUIRED)
+    assert handlers.missing == {name: app.NOT_INSTALLED for name in OPTIONAL}
+    # Named by their environment variables but unusable (missing; a one-eye model in the two-eye model's place):
+    # still left out, and the page says why.
+    env = {"EYE2FACE_WGAN_GP_MODEL": str(tmp_path / "nowhere"), "EYE2FACE_TWO_EYES_MODEL": str(weights / "eye2face-l1")}
+    pipeline, sources = app.load_pipeline(env=env, weights_dir=weights)
+    assert list(pipeline.models) == list(REQUIRED)
+    assert "nowhere" in sources["wgan-gp"] and "could not be loaded" in sources["wgan-gp"]
+    assert "it is a one-eye model" in sources[TWO_EYES]
+    line = app._weights_markdown(*(lambda h: (h.sources, h.missing))(app.Handlers(pipeline, sources)))
+    assert "WGAN-GP (`" in line and "nowhere" in line and "one-eye model" in line
+    # Named by its environment variable and usable: in, and the page says where from.
+    env = {"EYE2FACE_FEATURE_GAN_MODEL": str(all_weights / "eye2face-feature-gan")}
+    pipeline, sources = app.load_pipeline(env=env, weights_dir=weights)
+    assert list(pipeline.models) == [*REQUIRED, "feature-gan"] and "EYE2FACE_FEATURE_GAN_MODEL" in sources["feature-gan"]
+    # All bundled: all in, each with the preset its entry expects (the two-eye model's is "feature"): no warning.
+    pipeline, sources = app.load_pipeline(env={}, weights_dir=all_weights)
+    assert list(pipeline.models) == list(app.MODELS) and not [s for s in sources.values() if "warning" in s]
+    assert pipeline.models[TWO_EYES].eyes == 2 and all(pipeline.models[n].eyes == 1 for n in (*REQUIRED, *GANS))
+    # A two-eye model in a one-eye model's place is refused: the bundled one serves, and the page says why.
+    _, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": str(all_weights / "eye2face-two-eyes")}, weights_dir=weights)
+    assert sources["l1"].startswith("bundled") and "it is a two-eye model" in sources["l1"]
+
+
 # ------------------------------------------------------------------------------------------------ loading models
 
 
 def test_models_load_from_the_bundled_folders_by_default(weights, reference):
     pipeline, sources = app.load_pipeline(env={}, weights_dir=weights)
-    for name, spec in app.MODELS.items():
+    for name, spec in REQUIRED.items():
         assert sources[name].startswith("bundled") and spec.folder in sources[name]
         for a, b in zip(pipeline.models[name].state_dict().values(), reference.models[name].state_dict().values()):
             assert torch_equal(a, b)
@@ -416,7 +685,7 @@ def test_bundled_weights_of_the_repository_load():
         pytest.skip("weights/eye2face-l1 is not in this checkout yet (the trained weights are committed separately)")
     pipeline, sources = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
     faces = pipeline.generate([ASTRONAUT[87:115, 188:216]])
-    assert all(faces[name][0].shape == (FACE_SIZE, FACE_SIZE, 3) for name in app.MODELS)
+    assert set(REQUIRED) <= set(faces) and all(faces[name][0].shape == (FACE_SIZE, FACE_SIZE, 3) for name in faces)
 
 
 def torch_equal(a, b) -> bool:

@@ -37,7 +37,8 @@ ASTRONAUT = skimage.data.astronaut()
 TIMEOUT_MS = 60_000  # generous: CI runners are small; nothing here measures speed
 SCREENSHOTS = os.environ.get("EYE2FACE_SCREENSHOTS")
 app = import_app()
-COLUMNS = 2 + len(app.MODELS)  # eye crop, each model, real face
+DEFAULT = [name for name, spec in app.MODELS.items() if spec.default and spec.eyes == 1]  # the research's pair
+COLUMNS = 2 + len(DEFAULT)  # eye crop, each model, real face
 WIDTH = COLUMNS * (app.TILE + app.GAP) - app.GAP
 
 
@@ -66,7 +67,8 @@ def write_y4m(path: Path, rgb: np.ndarray, shifts=(0, 12, 24, 36, 24, 12), size=
 def url(tmp_path_factory):
     """The app on small random test weights; on the repository's bundled weights when taking the README screenshot."""
     bundled = ROOT / "weights"
-    if SCREENSHOTS and all((bundled / s.folder / "model.safetensors").is_file() for s in app.MODELS.values()):
+    if SCREENSHOTS and all((bundled / s.folder / "model.safetensors").is_file() for s in app.MODELS.values()
+                           if not s.optional):
         weights = bundled
     else:
         weights = make_weights(tmp_path_factory.mktemp("weights"))
@@ -159,6 +161,9 @@ def output_texts(page) -> dict[str, str]:
 
 def test_upload_a_photo_and_see_the_comparison(page, photos, tmp_path):
     assert "bundled" in page.locator("#weights").inner_text(), "the page should say which weights are loaded"
+    if not SCREENSHOTS:  # the test weights hold no optional model
+        assert "Not installed" in page.locator("#weights").inner_text()
+        assert not page.locator("#models-to-compare").is_visible(), "nothing to add to the research's pair"
     assert page.locator("#download").is_disabled(), "nothing to download before a result"
     upload(page, "#photo", photos["astronaut"])
     page.click("#generate")
@@ -280,3 +285,51 @@ def test_on_a_phone_an_eye_and_its_faces_fit_on_one_screen(browser, url, photos,
             shutil.copy(shot, Path(SCREENSHOTS) / "screenshot-phone.png")
     finally:
         context.close()
+
+
+def test_a_person_adds_the_gan_models_and_sees_the_two_eye_row(browser, tmp_path_factory, photos, tmp_path):
+    """With every optional model installed: the two-eye model's "both eyes" row by default, a GAN model's column
+    when ticked, and in the eye-crop tab, two crops give the two-eye model's face."""
+    weights = make_weights(tmp_path_factory.mktemp("all-weights"), optional=True)
+    two_eyes = next(name for name, spec in app.MODELS.items() if spec.eyes == 2)
+    with served_app(weights) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(url)
+            models = page.locator("#models").inner_text()
+            assert all(spec.label in models and spec.about[:30] in models for spec in app.MODELS.values()), models
+            choice = page.locator("#models-to-compare")
+            assert choice.get_by_label(app.MODELS[two_eyes].label).is_checked()
+            assert not choice.get_by_label("WGAN-GP").is_checked()
+            upload(page, "#photo", photos["astronaut"])
+            page.click("#generate")
+            assert loaded_size(page, "#comparison") == comparison_size(rows=3, columns=COLUMNS + 1)
+            assert "Both eyes, one face" in page.locator("#status").inner_text()
+            first = page.eval_on_selector("#comparison img", "i => i.src")
+            choice.get_by_label("WGAN-GP").check()
+            page.click("#generate")
+            page.wait_for_function("s => document.querySelector('#comparison img')?.src !== s", arg=first)
+            assert loaded_size(page, "#comparison") == comparison_size(rows=3, columns=COLUMNS + 2)
+            screenshot(page, tmp_path, "gan-and-two-eyes.png")
+
+            (lx, ly, lw, lh), (rx, ry, rw, rh) = cv2_eyes()
+            Image.fromarray(ASTRONAUT[ly : ly + lh, lx : lx + lw]).save(tmp_path / "left.png")
+            Image.fromarray(ASTRONAUT[ry : ry + rh, rx : rx + rw]).save(tmp_path / "right.png")
+            page.get_by_role("tab", name="I already have an eye crop").click()
+            upload(page, "#eye-input", tmp_path / "left.png")
+            upload(page, "#eye-input-right", tmp_path / "right.png")
+            page.click("#generate-eye")
+            # eye crop | L1 | feature | WGAN-GP | two-eye model; a row per crop and "both eyes"
+            assert loaded_size(page, "#eye-comparison") == comparison_size(rows=3, columns=COLUMNS + 1)
+            assert f"{lw}x{lh}" in page.locator("#eye-status").inner_text()
+            screenshot(page, tmp_path, "two-eye-crops.png")
+        finally:
+            context.close()
+
+
+def cv2_eyes():
+    from eye2face_hub.data import detect
+
+    return detect(ASTRONAUT).eyes
