@@ -532,8 +532,8 @@ class Handlers:
         return _bullets([
             f"**Face found** at {_where(result.face_box)}; **eye crops used:** "
             + ", ".join(f"{r.side} eye at {_where(r.box)}" for r in result.eyes) + ".",
-            *([f"**Both eyes, one face:** the {' and '.join(both)}'s face from the left and the right eye "
-               "crop (the last row)."] if both else []),
+            *([(f"**Both eyes, one face:** the {' and '.join(both)}'s face from the left and the right eye "
+                "crop (the last row).")] if both else []),
             f"Positions are in pixels of the photo as analysed, {width}x{height}"
             + (f" (larger photos are scaled down to {MAX_DETECT_SIDE} px on their longer side first)." if scaled else "."),
             *result.notes])

@@ -597,8 +597,8 @@ def test_the_page_says_what_each_model_is_and_which_optional_ones_are_not_instal
 
 
 @pytest.mark.parametrize("models, title, message", [
-    (["wgan-gp"], "Model not installed", "wgan-gp (WGAN-GP) is not installed on this server; the installed models "
-                                         "are l1, feature."),
+    (["wgan-gp"], "Model not installed",
+     "wgan-gp (WGAN-GP) is not installed on this server; the installed models are l1, feature."),
     (["l1", "nonsense"], "Not a valid choice", "There is no model 'nonsense': the models are l1, feature."),
     ([], "No model chosen", "Choose at least one model"),
 ])
@@ -620,7 +620,8 @@ def test_optional_models_load_when_there_and_are_left_out_when_not(weights, all_
     assert list(pipeline.models) == list(REQUIRED)
     assert "nowhere" in sources["wgan-gp"] and "could not be loaded" in sources["wgan-gp"]
     assert "it is a one-eye model" in sources[TWO_EYES]
-    line = app._weights_markdown(*(lambda h: (h.sources, h.missing))(app.Handlers(pipeline, sources)))
+    handlers = app.Handlers(pipeline, sources)
+    line = app._weights_markdown(handlers.sources, handlers.missing)
     assert "WGAN-GP (`" in line and "nowhere" in line and "one-eye model" in line
     # Named by its environment variable and usable: in, and the page says where from.
     env = {"EYE2FACE_FEATURE_GAN_MODEL": str(all_weights / "eye2face-feature-gan")}
@@ -683,7 +684,7 @@ def test_no_model_anywhere_is_a_clear_error(tmp_path):
 def test_bundled_weights_of_the_repository_load():
     if not (ROOT / "weights" / "eye2face-l1" / "model.safetensors").is_file():
         pytest.skip("weights/eye2face-l1 is not in this checkout yet (the trained weights are committed separately)")
-    pipeline, sources = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
+    pipeline, _ = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
     faces = pipeline.generate([ASTRONAUT[87:115, 188:216]])
     assert set(REQUIRED) <= set(faces) and all(faces[name][0].shape == (FACE_SIZE, FACE_SIZE, 3) for name in faces)
 
