@@ -23,12 +23,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    ProjectConfiguration,
-    broadcast,
-    set_seed,
-)
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -37,13 +32,7 @@ from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
 from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, load_generator
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.pipeline import comparison_grid, to_images
-from eye2face_hub.training import (
-    CriticStep,
-    TrainingStep,
-    as_input,
-    autocast,
-    initialise_loss_scale,
-)
+from eye2face_hub.training import CriticStep, TrainingStep, as_input, autocast, initialise_loss_scale
 from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 logger = get_logger(__name__)
