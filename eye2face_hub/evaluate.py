@@ -104,6 +104,19 @@ class RunningMoments:
         return (self.sq / self.n - mean**2).clamp_min(0).sqrt()
 
 
+class MeanOfBothEyes(torch.nn.Module):
+    """A baseline for two-eye models: the mean of a one-eye model's faces from the left and from the right eye."""
+
+    eyes = 2
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, eyes: torch.Tensor) -> torch.Tensor:
+        return (self.model(eyes[:, 0]) + self.model(eyes[:, 1])) / 2
+
+
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), in float64."""
     a, b = a.double(), b.double()
@@ -154,9 +167,12 @@ def _load_vgg(weights: str, max_layer: int | None = None):
 @torch.inference_mode()
 def evaluate(
     model_sources: list[str], images: str, out: str, *, limit: int | None = None, vgg_weights: str | None = None,
-    batch_size: int = 32, grid_rows: int = 8, identity_block: bool = True,
+    batch_size: int = 32, grid_rows: int = 8, identity_block: bool = True, both_eyes_mean: bool = False,
 ) -> dict:
     """Writes metrics.json, metrics.md and grid.png to `out`; returns the metrics.
+
+    `both_eyes_mean` adds, for each one-eye model, the mean of its two faces of a photo (MeanOfBothEyes), the
+    simple baseline a two-eye model has to beat.
 
     The identity block (dlib's face descriptor) is computed when `identity_block` and the `eval` extra is
     installed; otherwise metrics["identity"] says why it is missing.
@@ -165,6 +181,8 @@ def evaluate(
     identity_missing = identity.available() if identity_block else "left out (--no-identity)"
     cfg, criterion = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
     feature_loss = criterion.feature
+    if both_eyes_mean:
+        models |= {f"{src} (mean of both eyes)": MeanOfBothEyes(m) for src, m in models.items() if m.eyes == 1}
     pairs_rows, stats = prepare(images, None, limit=limit)
     if len(pairs_rows) == 0:
         raise ValueError(f"no photo in {images} had exactly one face and two eyes ({dict(stats)})")

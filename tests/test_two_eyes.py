@@ -14,6 +14,15 @@ from eye2face_hub.model import TwoEyesToFace
 from .training_run import train
 
 
+def varied(model):
+    """An untrained model whose output varies with its input: BatchNorm statistics of one batch of random eyes."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average: exactly that batch's statistics
+    model.train()(torch.rand(16, *(2,) * (model.eyes == 2), 3, 32, 32))
+    return model.eval()
+
+
 def test_shapes_and_the_input_check():
     two, one = TwoEyesToFace().eval(), EyeToFace().eval()
     out = two(torch.rand(3, 2, 3, 32, 32))
@@ -72,12 +81,7 @@ def test_pipeline_gives_a_two_eye_face_from_both_detected_eyes(astronaut):
     from eye2face_hub.data import EYE_SIZE, crop, detect
 
     torch.manual_seed(0)
-    two = TwoEyesToFace()
-    for m in two.modules():  # BatchNorm statistics of real inputs: an untrained model's output then varies
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    two.train()(torch.rand(16, 2, 3, 32, 32))
-    pipe = EyeToFacePipeline({"one": EyeToFace(), "two": two})
+    pipe = EyeToFacePipeline({"one": EyeToFace(), "two": varied(TwoEyesToFace())})
     result = pipe(astronaut)
     assert [r.side for r in result.eyes] == ["left", "right"] and set(result.eyes[0].faces) == {"one"}
     assert set(result.both_eyes) == {"two"} and result.both_eyes["two"].shape == (128, 128, 3)
@@ -124,11 +128,14 @@ def test_evaluate_compares_a_two_eye_model_on_the_same_photos(celeba_sample, tmp
     from .paths import VGG_FILE, need
 
     torch.manual_seed(0)
-    EyeToFace(latent_dim=16).save_pretrained(tmp_path / "one")
-    TwoEyesToFace(latent_dim=16).save_pretrained(tmp_path / "two")
+    varied(EyeToFace(latent_dim=16)).save_pretrained(tmp_path / "one")
+    varied(TwoEyesToFace(latent_dim=16)).save_pretrained(tmp_path / "two")
     sources = [str(tmp_path / "one"), str(tmp_path / "two")]
     metrics = evaluate(sources, str(celeba_sample), str(tmp_path / "eval"), limit=6, vgg_weights=str(need(VGG_FILE)),
-                       identity_block=False)
+                       identity_block=False, both_eyes_mean=True)
     one, two = metrics[sources[0]], metrics[sources[1]]
+    mean = metrics[f"{sources[0]} (mean of both eyes)"]
+    assert f"{sources[1]} (mean of both eyes)" not in metrics  # only one-eye models get the baseline
+    assert mean["l1"] != one["l1"] and mean["l2"] <= one["l2"] + 1e-6  # averaging two guesses never raises L2
     assert metrics["n_pairs"] == 2 * metrics["n_photos"] > 0
     assert 0 < two["l2"] < two["l1"] < 1 and two["l1"] != one["l1"] and 0 <= two["id_top1"] <= two["id_top5"] <= 1
