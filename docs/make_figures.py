@@ -18,12 +18,16 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from eye2face_hub import EyeToFace, EyeToFacePipeline
+from eye2face_hub import EyeToFacePipeline, load_generator
 from eye2face_hub.data import prepare
 from eye2face_hub.pipeline import comparison_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = {"L1 loss": ROOT / "weights" / "eye2face-l1", "feature loss": ROOT / "weights" / "eye2face-feature"}
+# Every bundled model that is there: the research's pair, then the GAN comparison and the two-eye model.
+WEIGHTS = {label: ROOT / "weights" / folder for label, folder in [
+    ("L1 loss", "eye2face-l1"), ("feature loss", "eye2face-feature"), ("WGAN-GP", "eye2face-wgan-gp"),
+    ("feature + GAN", "eye2face-feature-gan"), ("two eyes", "eye2face-two-eyes"),
+] if (ROOT / "weights" / folder / "model.safetensors").is_file()}
 
 
 def main() -> None:
@@ -32,15 +36,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="validation photos shown")
     args = parser.parse_args()
 
-    models = {name: EyeToFace.from_pretrained(path) for name, path in WEIGHTS.items()}
+    models = {name: load_generator(path) for name, path in WEIGHTS.items()}
     pipe = EyeToFacePipeline(models)
     result = pipe(data.astronaut())
     eyes = [r.eye for r in result.eyes]
     real = [result.real_face] * len(eyes)
-    columns = [eyes, *[[r.faces[name] for r in result.eyes] for name in models], real]
+
+    def faces_of(name):  # a two-eye model has one face for both eyes: shown on each eye's row
+        return [result.both_eyes[name]] * len(eyes) if name in pipe.two_eyes else [r.faces[name] for r in result.eyes]
+
+    columns = [eyes, *[faces_of(name) for name in models], real]
     Image.fromarray(comparison_grid(columns, ["eye", *models, "real"])).save(ROOT / "docs" / "astronaut.png")
     for name, path in WEIGHTS.items():
-        grid = comparison_grid([eyes, [r.faces[name] for r in result.eyes], real], ["eye", "generated", "real"])
+        grid = comparison_grid([eyes, faces_of(name), real], ["eye", "generated", "real"])
         Image.fromarray(grid).save(path / "samples.png")
 
     # The held-out photos: the last 500 files, never trained on (train_accelerate.py --val-split 333 rows).
@@ -59,7 +67,10 @@ def main() -> None:
         tmp.rmdir()
     rows = rows.select(range(min(args.n, len(rows))))
     eyes = [np.asarray(im.convert("RGB")) for im in rows["left_eye"]]
+    right = [np.asarray(im.convert("RGB")) for im in rows["right_eye"]]
     faces = pipe.generate(eyes)
+    for name in pipe.two_eyes:  # from both eyes of the same photos
+        faces[name] = [pipe.generate_from_both_eyes(a, b)[name] for a, b in zip(eyes, right)]
     Image.fromarray(comparison_grid([faces[name] for name in models], list(models))).save(ROOT / "docs" / "validation-faces.png")
     print("wrote docs/astronaut.png, docs/validation-faces.png and samples.png in each weights folder")
 
