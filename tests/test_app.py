@@ -86,9 +86,13 @@ def url(weights):
         yield url
 
 
+def new_client(url: str, tmp_path_factory) -> Client:
+    return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
 @pytest.fixture(scope="module")
 def client(url, tmp_path_factory) -> Client:
-    return Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    return new_client(url, tmp_path_factory)
 
 
 def generate(client: Client, photo: Path, eyes: str = "both") -> dict:
@@ -411,8 +415,7 @@ def all_url(all_weights):
 
 @pytest.fixture(scope="module")
 def all_client(all_url, tmp_path_factory) -> Client:
-    return Client(all_url, verbose=False, analytics_enabled=False,
-                  download_files=str(tmp_path_factory.mktemp("all-downloads")))
+    return new_client(all_url, tmp_path_factory)
 
 
 def blank(tile: np.ndarray) -> bool:
