@@ -40,19 +40,20 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingClock:
-    """Wall time spent training, carried across resumes inside checkpoints."""
+    """Wall time spent training and the steps it resumed at, carried across resumes inside checkpoints."""
 
     def __init__(self):
-        self.before, self.started = 0.0, time.perf_counter()
+        self.before, self.started, self.resumed_at = 0.0, time.perf_counter(), []
 
     def seconds(self) -> float:
         return self.before + time.perf_counter() - self.started
 
     def state_dict(self) -> dict:
-        return {"seconds": self.seconds()}
+        return {"seconds": self.seconds(), "resumed_at": self.resumed_at}
 
     def load_state_dict(self, state: dict) -> None:
         self.before, self.started = float(state["seconds"]), time.perf_counter()
+        self.resumed_at = list(state.get("resumed_at", []))  # absent in checkpoints written before it was kept
 
 
 def parse_layers(text: str) -> list[int]:
@@ -298,6 +299,7 @@ class Run:
             return 0, 0
         self.accelerator.load_state(str(checkpoint))
         self.global_step = int(CHECKPOINT.match(checkpoint.name)[1])
+        self.clock.resumed_at.append(self.global_step)
         logger.info(f"resumed from {checkpoint} at step {self.global_step}")
         return divmod(self.global_step * self.batches_per_step, len(self.train_loader))
 
@@ -361,6 +363,7 @@ class Run:
             "args": args,
             "steps": self.global_step, "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
             "processes": a.num_processes, "device": a.device.type, "wall_time_s": round(self.clock.seconds(), 1),
+            "resumed_at_steps": self.clock.resumed_at,
             "val_metrics": self.val_metrics, "l_initial": feature.l_initial.tolist() if feature is not None else None,
         }
 

@@ -56,6 +56,7 @@ def test_resume_matches_an_uninterrupted_run(prepared_pairs, tmp_path):
     cb = json.loads((tmp_path / "split" / "config.json").read_text())["training"]
     assert ca["l_initial"] == cb["l_initial"] and all(v > 0 for v in ca["l_initial"])
     assert ca["steps"] == cb["steps"] == 6
+    assert ca["resumed_at_steps"] == [] and cb["resumed_at_steps"] == [3], "config.json must record the resume"
 
 
 @pytest.mark.parametrize("preset", ["l1", "feature"])
