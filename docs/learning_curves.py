@@ -2,16 +2,21 @@
 
     python docs/learning_curves.py --run feature=~/eye2face-runs/feature --run l1=~/eye2face-runs/l1 \
         --out docs/learning-curves.png
+    python docs/learning_curves.py --gan --run research=~/eye2face-runs/wgan-gp-research \
+        --run wgan-gp=~/eye2face-runs/wgan-gp --out docs/gan-curves.png
 
 Reads every event file under RUN/logs (a resumed run appends new files there) and plots val/* per epoch and
-train/loss per step (steps converted to epochs with the run's steps per epoch). Needs matplotlib
-(`pip install -e ".[docs]"`).
+train/loss per step (steps converted to epochs with the run's steps per epoch). `--gan` plots a critic's health
+instead: the Wasserstein estimate, the gradient penalty and the generator's adversarial loss (moving medians),
+with validation L1. Needs matplotlib (`pip install -e ".[docs]"`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 from pathlib import Path
 
 
@@ -28,19 +33,28 @@ def scalars(run: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def steps_per_epoch(run: Path, default: int) -> int:
+def steps_per_epoch(run: Path, tags: dict[str, dict[int, float]], default: int) -> int:
+    """Optimizer steps per epoch, as the trainer counts them (batches per epoch / critic steps); for a run still
+    going (no config.json yet), the step of its first validation (after epoch 1)."""
     config = run / "config.json"
     if config.exists():
         training = json.loads(config.read_text()).get("training") or {}
-        if training.get("train_pairs") and training.get("args", {}).get("batch_size"):
-            return training["train_pairs"] // (training["args"]["batch_size"] * training.get("processes", 1))
-    return default
+        args = training.get("args", {})
+        if training.get("train_pairs") and args.get("batch_size"):
+            batches = math.ceil(training["train_pairs"] / (args["batch_size"] * training.get("processes", 1)))
+            return math.ceil(batches / (args.get("critic_steps") or 1))
+    return min(tags.get("val/l1", {default: None}))
+
+
+def moving_median(values: list[float], window: int) -> list[float]:
+    return [statistics.median(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER", help="a training output folder")
-    p.add_argument("--steps-per-epoch", type=int, default=323, help="when the run has no config.json yet")
+    p.add_argument("--steps-per-epoch", type=int, default=323, help="when the run has neither config.json nor a validation yet")
+    p.add_argument("--gan", action="store_true", help="plot the critic's health instead (runs with a critic)")
     p.add_argument("--out", default="docs/learning-curves.png")
     args = p.parse_args(argv)
     import matplotlib
@@ -49,18 +63,30 @@ def main(argv=None) -> None:
     import matplotlib.pyplot as plt
 
     runs = {name: Path(folder).expanduser() for name, folder in (r.split("=", 1) for r in args.run)}
-    data = {name: (scalars(folder), steps_per_epoch(folder, args.steps_per_epoch)) for name, folder in runs.items()}
-    panels = [("val/l1", "validation L1"), ("val/l2", "validation L2"), ("val/feature", "validation feature loss"),
-              ("train/loss", "training loss (own objective)")]
+    data = {}
+    for name, folder in runs.items():
+        tags = scalars(folder)
+        data[name] = tags, steps_per_epoch(folder, tags, args.steps_per_epoch)
+    if args.gan:
+        panels = [("critic/wasserstein", "critic: Wasserstein estimate"), ("critic/gradient_penalty", "critic: gradient penalty"),
+                  ("train/adversarial", "generator: adversarial loss"), ("val/l1", "validation L1")]
+    else:
+        panels = [("val/l1", "validation L1"), ("val/l2", "validation L2"), ("val/feature", "validation feature loss"),
+                  ("train/loss", "training loss (own objective)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (tag, title) in zip(axes, panels):
         for name, (tags, per_epoch) in data.items():
             if tag in tags:
                 steps = sorted(tags[tag])
-                ax.plot([s / per_epoch for s in steps], [tags[tag][s] for s in steps],
+                values = [tags[tag][s] for s in steps]
+                if args.gan and not tag.startswith("val/"):  # per-step GAN terms swing widely: show their trend
+                    values = moving_median(values, max(1, len(values) // 50))
+                ax.plot([s / per_epoch for s in steps], values,
                         marker="o" if tag.startswith("val/") else None, markersize=3, label=name)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        if tag in ("critic/wasserstein", "train/adversarial"):  # signed, and swinging over decades
+            ax.set_yscale("symlog")
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
