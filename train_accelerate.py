@@ -301,7 +301,8 @@ class Run:
         self.global_step = int(CHECKPOINT.match(checkpoint.name)[1])
         self.clock.resumed_at.append(self.global_step)
         logger.info(f"resumed from {checkpoint} at step {self.global_step}")
-        return divmod(self.global_step * self.batches_per_step, len(self.train_loader))
+        epoch, done = divmod(self.global_step, self.steps_per_epoch)  # an epoch's last step may take fewer batches
+        return epoch, min(done * self.batches_per_step, len(self.train_loader))
 
     def train_epoch(self, epoch: int, skip: int, bar) -> float:
         """Train one epoch (or what is left of it); the mean training loss."""
@@ -310,13 +311,14 @@ class Run:
         self.train_loader.set_epoch(epoch)
         loader = a.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
         loss_sum, n_steps, started, start_step = torch.zeros((), device=a.device), 0, time.perf_counter(), self.global_step
+        last_batch = len(self.train_loader) - 1
         for batch, (eye, face) in enumerate(loader, start=skip):
             if args.record_ranks and len(self.seen) < 16 * args.batch_size:
                 self.seen += [hashlib.sha1(e.numpy().tobytes()).hexdigest()[:12] for e in eye.cpu()]
             if self.critic_step is not None:
                 critic_terms = self.critic_step(eye, face)
-                if (batch + 1) % args.critic_steps:
-                    continue  # the generator steps after every critic_steps-th critic update
+                if (batch + 1) % args.critic_steps and batch != last_batch:
+                    continue  # the generator steps after every critic_steps-th critic update, and at an epoch's end
             with a.accumulate(self.model):
                 terms = self.step(eye, face)
             loss_sum += terms["loss"].detach()
@@ -409,7 +411,8 @@ def main(argv=None) -> Path:
     run.prepare()
     if accelerator.is_main_process:
         accelerator.init_trackers("eye2face", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
-    logger.info(f"{len(run.train_set)} train pairs, {len(run.val_set)} val pairs, {run.steps_per_epoch} steps/epoch, {run.max_steps} steps")
+    logger.info(f"{len(run.train_set)} train pairs, {len(run.val_set)} val pairs, "
+                f"{len(run.train_loader)} batches/epoch, {run.steps_per_epoch} steps/epoch, {run.max_steps} steps")
     first_epoch, skip = run.resume(resume_from)
     if run.criterion.feature is not None:
         logger.info(f"l_initial per VGG layer: {[round(v, 4) for v in run.criterion.feature.l_initial.tolist()]}")

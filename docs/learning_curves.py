@@ -41,7 +41,7 @@ def steps_per_epoch(run: Path, tags: dict[str, dict[int, float]], default: int) 
         training = json.loads(config.read_text()).get("training") or {}
         args = training.get("args", {})
         if training.get("train_pairs") and args.get("batch_size"):
-            batches = math.ceil(training["train_pairs"] / (args["batch_size"] * training.get("processes", 1)))
+            batches = training["train_pairs"] // (args["batch_size"] * training.get("processes", 1))  # drop_last
             return math.ceil(batches / (args.get("critic_steps") or 1))
     return min(tags.get("val/l1", {default: None}))
 
