@@ -121,6 +121,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--l1-weight", type=float, default=None)
     p.add_argument("--feature-weight", type=float, default=None)
     p.add_argument("--std-weight", type=float, default=None)
+    p.add_argument("--std-pool", type=positive_int, default=1,
+                   help="the std loss's sigma over faces average-pooled NxN (1: per pixel, the paper's)")
     args = p.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push-to-hub needs --hub-model-id")
@@ -144,7 +146,8 @@ def loss_config_from_args(args) -> LossConfig:
     names = ("l1_weight", "feature_weight", "std_weight", "adversarial_weight")
     weights = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     return LossConfig.from_preset(
-        args.preset, feature_layers=args.feature_layers, focus_layer=args.focus_layer, vgg_weights=args.vgg_weights, **weights
+        args.preset, feature_layers=args.feature_layers, focus_layer=args.focus_layer, vgg_weights=args.vgg_weights,
+        std_pool=args.std_pool, **weights,
     )
 
 

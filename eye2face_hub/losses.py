@@ -37,14 +37,23 @@ def l1(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(y_pred, y)
 
 
-def batch_std(x: torch.Tensor) -> torch.Tensor:
-    """sigma(B): the per-pixel (per-element) std across the batch, averaged over pixels."""
-    return x.float().std(dim=0, correction=0).mean()
+def batch_std(x: torch.Tensor, pool: int = 1) -> torch.Tensor:
+    """sigma(B): the per-pixel (per-element) std across the batch, averaged over pixels; with pool > 1, of the
+    images average-pooled pool x pool first."""
+    x = x.float()
+    if pool > 1:
+        x = F.avg_pool2d(x, pool)
+    return x.std(dim=0, correction=0).mean()
 
 
-def std_loss(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """|sigma(y) - sigma(y_pred)|: penalises a generator whose faces vary less than real ones."""
-    return (batch_std(y) - batch_std(y_pred)).abs()
+def std_loss(y_pred: torch.Tensor, y: torch.Tensor, pool: int = 1) -> torch.Tensor:
+    """|sigma(y) - sigma(y_pred)|: penalises a generator whose faces vary less than real ones.
+
+    pool = 1 is the paper's per-pixel sigma. A generator can meet it with pixel-scale noise that differs between
+    faces (the feature preset from scratch with VGG layers 0-11 did: diagonal stripes); pooling first asks for
+    variation at the scale of faces instead (README, "The std loss and the stripes").
+    """
+    return (batch_std(y, pool) - batch_std(y_pred, pool)).abs()
 
 
 class MeanAbsoluteDifference(torch.autograd.Function):
@@ -130,6 +139,7 @@ class LossConfig:
     l1_weight: float = 0.0
     feature_weight: float = 1.0
     std_weight: float = 1.0
+    std_pool: int = 1  # sigma of faces average-pooled std_pool x std_pool; 1: per pixel, as in the paper
     feature_layers: list[int] = field(default_factory=lambda: list(range(N_LAYERS)))
     focus_layer: int = PAPER_FOCUS_LAYER
     layer_weights: list[float] = field(default_factory=layer_weights)
@@ -180,6 +190,10 @@ class LossConfig:
             vgg_weights=str(vgg_weights),
             **{**defaults, **weights},
         )
+
+    def __post_init__(self):
+        if isinstance(self.std_pool, bool) or not isinstance(self.std_pool, int) or self.std_pool < 1:
+            raise ValueError(f"std_pool must be a positive integer (1: the paper's per-pixel sigma), got {self.std_pool!r}")
 
     @property
     def uses_vgg(self) -> bool:
@@ -275,7 +289,7 @@ class EyeToFaceLoss(nn.Module):
         if self.feature is not None:
             terms["feature"] = self.feature(y_pred, y)
         if c.std_weight:
-            terms["std"] = std_loss(y_pred, y)
+            terms["std"] = std_loss(y_pred, y, c.std_pool)
         if c.uses_critic:
             if critic is None or eye is None:
                 raise ValueError(f"loss preset {c.preset!r} has an adversarial term: pass the eye and the critic")

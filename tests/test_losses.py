@@ -42,6 +42,20 @@ def test_std_loss_hand_computed():
     assert std_loss(y, y).item() == 0
 
 
+def test_pooled_std_loss_sees_faces_not_pixel_noise():
+    # Pixel-scale noise that differs between images meets the per-pixel sigma, not the pooled one.
+    g = torch.Generator().manual_seed(0)
+    faces = torch.rand(8, 3, 1, 1, generator=g).expand(8, 3, 16, 16)  # real: flat faces that differ in colour
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1  # +-1, period 2
+    phase = torch.randint(0, 2, (8, 1, 1, 1), generator=g) * 2.0 - 1
+    noisy = 0.5 + 0.4 * phase * checker  # one grey face for everyone, with stripes of random phase
+    assert std_loss(noisy, faces).item() < 0.5 * std_loss(torch.full_like(noisy, 0.5), faces).item()  # fooled
+    assert std_loss(noisy, faces, pool=4).item() == pytest.approx(batch_std(faces, 4).item())  # not fooled
+    assert batch_std(faces, 4).item() == pytest.approx(batch_std(faces).item())  # flat faces: pooling changes nothing
+    with pytest.raises(ValueError, match="std_pool"):
+        LossConfig(std_pool=0)
+
+
 def test_dimension_normalised_feature_loss_hand_computed():
     a = [torch.zeros(2, 3, 4, 4)]
     b = [torch.ones(2, 3, 4, 4)]
