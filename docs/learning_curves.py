@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     else:
         panels = [("val/l1", "validation L1"), ("val/l2", "validation L2"), ("val/feature", "validation feature loss"),
                   ("train/loss", "training loss (own objective)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     for ax, (tag, title) in zip(axes, panels):
         for name, (tags, per_epoch) in data.items():
             if tag in tags:
@@ -87,9 +87,12 @@ def main(argv=None) -> None:
         ax.set_xlabel("epoch")
         if tag in ("critic/wasserstein", "train/adversarial"):  # signed, and swinging over decades
             ax.set_yscale("symlog")
+        elif tag == "critic/gradient_penalty":  # positive, spikes of hundreds over a baseline near 1
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(runs), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
