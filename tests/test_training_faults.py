@@ -175,6 +175,7 @@ def test_a_kill_at_any_point_of_saving_leaves_only_complete_checkpoints(tmp_path
         (["--batch-size", "-4"], "argument --batch-size: must be a positive integer, got -4"),
         (["--logging-steps", "0"], "must be a positive integer"),
         (["--lr", "0"], "--lr must be positive"),
+        (["--std-pool", "0"], "argument --std-pool: must be a positive integer, got 0"),
         (["--resume-from-checkpoint", "runs/x/checkpoint-8.tmp"], "not a complete checkpoint folder"),
     ],
 )
@@ -185,6 +186,14 @@ def test_bad_arguments_are_refused_by_the_parser(argv, message, capsys, tmp_path
         parse_args(["--data", str(tmp_path), "--output-dir", str(tmp_path / "out"), *argv])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_std_pool_reaches_the_loss_config(tmp_path):
+    from train_accelerate import loss_config_from_args, parse_args
+
+    base = ["--data", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--preset", "feature"]
+    assert loss_config_from_args(parse_args(base)).std_pool == 1  # the paper's per-pixel sigma by default
+    assert loss_config_from_args(parse_args([*base, "--std-pool", "4"])).to_dict()["std_pool"] == 4
 
 
 RUN_MAIN = """
