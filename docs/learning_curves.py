@@ -14,8 +14,6 @@ with validation L1. Needs matplotlib (`pip install -e ".[docs]"`).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import statistics
 from pathlib import Path
 
@@ -33,16 +31,9 @@ def scalars(run: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def steps_per_epoch(run: Path, tags: dict[str, dict[int, float]], default: int) -> int:
-    """Optimizer steps per epoch, as the trainer counts them (batches per epoch / critic steps); for a run still
-    going (no config.json yet), the step of its first validation (after epoch 1)."""
-    config = run / "config.json"
-    if config.exists():
-        training = json.loads(config.read_text()).get("training") or {}
-        args = training.get("args", {})
-        if training.get("train_pairs") and args.get("batch_size"):
-            batches = training["train_pairs"] // (args["batch_size"] * training.get("processes", 1))  # drop_last
-            return math.ceil(batches / (args.get("critic_steps") or 1))
+def steps_per_epoch(tags: dict[str, dict[int, float]], default: int) -> int:
+    """Optimizer steps per epoch, as the trainer counted them: the step of the run's first validation (after
+    epoch 1), whatever its batch size, processes or critic steps."""
     return min(tags.get("val/l1", {default: None}))
 
 
@@ -53,7 +44,7 @@ def moving_median(values: list[float], window: int) -> list[float]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER", help="a training output folder")
-    p.add_argument("--steps-per-epoch", type=int, default=323, help="when the run has neither config.json nor a validation yet")
+    p.add_argument("--steps-per-epoch", type=int, default=323, help="when the run has no validation yet")
     p.add_argument("--gan", action="store_true", help="plot the critic's health instead (runs with a critic)")
     p.add_argument("--out", default="docs/learning-curves.png")
     args = p.parse_args(argv)
@@ -66,7 +57,7 @@ def main(argv=None) -> None:
     data = {}
     for name, folder in runs.items():
         tags = scalars(folder)
-        data[name] = tags, steps_per_epoch(folder, tags, args.steps_per_epoch)
+        data[name] = tags, steps_per_epoch(tags, args.steps_per_epoch)
     if args.gan:
         panels = [("critic/wasserstein", "critic: Wasserstein estimate"), ("critic/gradient_penalty", "critic: gradient penalty"),
                   ("train/adversarial", "generator: adversarial loss"), ("val/l1", "validation L1")]
