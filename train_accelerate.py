@@ -364,13 +364,36 @@ class Run:
         a, feature = self.accelerator, self.criterion.feature
         args = {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks")}
         args["vgg_weights"] = self.loss_config.to_dict()["vgg_weights"]  # a file name (+ sha256 in loss_config), no path
+        stage = {"preset": args["preset"], "init_from": args["init_from"], "steps": self.global_step,
+                 "epochs": round(self.global_step / self.steps_per_epoch, 2), "wall_time_s": round(self.clock.seconds(), 1),
+                 "resumed_at_steps": self.clock.resumed_at}
+        stages = [*earlier_stages(args["init_from"]), stage]
         return {
             "args": args,
             "steps": self.global_step, "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
-            "processes": a.num_processes, "device": a.device.type, "wall_time_s": round(self.clock.seconds(), 1),
+            "processes": a.num_processes, "device": a.device.type, "wall_time_s": stage["wall_time_s"],
             "resumed_at_steps": self.clock.resumed_at,
+            "stages": stages, "from_scratch": stages[0]["init_from"] is None,
+            "total_steps": sum(s["steps"] or 0 for s in stages), "total_epochs": round(sum(s["epochs"] or 0 for s in stages), 2),
+            "total_wall_time_s": round(sum(s["wall_time_s"] or 0 for s in stages), 1),
             "val_metrics": self.val_metrics, "l_initial": feature.l_initial.tolist() if feature is not None else None,
         }
+
+
+def earlier_stages(init_from: str | None) -> list[dict]:
+    """The training the --init-from weights already had, oldest first, from their config.json: a run continued from
+    committed weights (its checkpoints lost with a machine) still says how its weights were made."""
+    if not init_from:
+        return []
+    config = Path(init_from) / "config.json"
+    training = (json.loads(config.read_text(encoding="utf-8")).get("training") or {}) if config.is_file() else {}
+    if "stages" in training:
+        return training["stages"]
+    args = training.get("args", {})  # a record from before stages were kept, or a Hub id (unknown: None)
+    steps = training.get("steps")
+    return [{"preset": args.get("preset"), "init_from": args.get("init_from", init_from if not training else None),
+             "steps": steps, "epochs": None, "wall_time_s": training.get("wall_time_s"),
+             "resumed_at_steps": training.get("resumed_at_steps", [])}]
 
 
 def start(args) -> tuple[Accelerator, LossConfig, object, object, object, Path | None]:

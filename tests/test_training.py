@@ -70,3 +70,18 @@ def test_validation_loss_goes_down(prepared_pairs, tmp_path, preset):
     assert values[-1] < values[0], f"training loss did not go down: {values}"
     model = EyeToFace.from_pretrained(tmp_path)
     assert model.loss_config["preset"] == preset
+
+
+def test_a_run_continued_from_saved_weights_records_the_whole_chain(prepared_pairs, tmp_path):
+    # How training outlives a machine: the next run starts from committed weights (--init-from), and config.json
+    # and the model card still say the weights were trained from a fresh generator, in how many steps in all.
+    train(prepared_pairs, tmp_path / "first", "--preset", "l1", "--max-steps", "2")
+    train(prepared_pairs, tmp_path / "second", "--preset", "l1", "--max-steps", "3", "--init-from", str(tmp_path / "first"))
+    first = json.loads((tmp_path / "first" / "config.json").read_text())["training"]
+    second = json.loads((tmp_path / "second" / "config.json").read_text())["training"]
+    assert first["from_scratch"] and len(first["stages"]) == 1 and first["total_steps"] == 2
+    assert [s["steps"] for s in second["stages"]] == [2, 3] and second["stages"][1]["init_from"] == str(tmp_path / "first")
+    assert second["from_scratch"] and second["total_steps"] == 5
+    assert second["total_wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=0.2)
+    card = (tmp_path / "second" / "README.md").read_text()
+    assert "from a freshly initialised generator" in card and "In total 5 steps" in card, card
