@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
 from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
-from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, load_generator
+from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, _read_json, load_generator
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.pipeline import comparison_grid, to_images
 from eye2face_hub.training import CriticStep, TrainingStep, as_input, autocast, initialise_loss_scale
@@ -249,6 +249,7 @@ class Run:
     def __init__(self, args, accelerator: Accelerator, loss_config: LossConfig, vgg, train_rows, val_rows):
         self.args, self.accelerator, self.loss_config = args, accelerator, loss_config
         model = load_generator(args.init_from) if args.init_from else GENERATORS[args.arch]()
+        self.earlier_stages = earlier_stages(args.init_from)  # read now: the folder may be gone when training ends
         progress, eyes = accelerator.is_local_main_process, model.eyes
         self.train_set = EyeFacePairs(train_rows, progress=progress, eyes=eyes)
         self.val_set = EyeFacePairs(val_rows, progress=progress, eyes=eyes)
@@ -367,7 +368,7 @@ class Run:
         stage = {"preset": args["preset"], "init_from": args["init_from"], "steps": self.global_step,
                  "epochs": round(self.global_step / self.steps_per_epoch, 2), "wall_time_s": round(self.clock.seconds(), 1),
                  "resumed_at_steps": self.clock.resumed_at}
-        stages = [*earlier_stages(args["init_from"]), stage]
+        stages = [*self.earlier_stages, stage]
         return {
             "args": args,
             "steps": self.global_step, "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
@@ -386,13 +387,14 @@ def earlier_stages(init_from: str | None) -> list[dict]:
     if not init_from:
         return []
     config = Path(init_from) / "config.json"
-    training = (json.loads(config.read_text(encoding="utf-8")).get("training") or {}) if config.is_file() else {}
+    training = (_read_json(config, str(config)).get("training") or {}) if config.is_file() else {}
     if "stages" in training:
         return training["stages"]
-    args = training.get("args", {})  # a record from before stages were kept, or a Hub id (unknown: None)
-    steps = training.get("steps")
-    return [{"preset": args.get("preset"), "init_from": args.get("init_from", init_from if not training else None),
-             "steps": steps, "epochs": None, "wall_time_s": training.get("wall_time_s"),
+    if not training:  # a Hub id, or a folder without a record: where it came from is unknown here
+        return [{"preset": None, "init_from": init_from, "steps": None, "epochs": None, "wall_time_s": None, "resumed_at_steps": []}]
+    # A record from before stages were kept: one stage.
+    return [{"preset": training["args"].get("preset"), "init_from": training["args"].get("init_from"),
+             "steps": training.get("steps"), "epochs": None, "wall_time_s": training.get("wall_time_s"),
              "resumed_at_steps": training.get("resumed_at_steps", [])}]
 
 
