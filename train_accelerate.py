@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
 from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
-from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, _read_json, load_generator
+from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, read_json, load_generator
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.pipeline import comparison_grid, to_images
 from eye2face_hub.training import CriticStep, TrainingStep, as_input, autocast, initialise_loss_scale
@@ -387,7 +387,7 @@ def earlier_stages(init_from: str | None) -> list[dict]:
     if not init_from:
         return []
     config = Path(init_from) / "config.json"
-    training = (_read_json(config, str(config)).get("training") or {}) if config.is_file() else {}
+    training = (read_json(config, str(config)).get("training") or {}) if config.is_file() else {}
     if "stages" in training:
         return training["stages"]
     if not training:  # a Hub id, or a folder without a record: where it came from is unknown here

@@ -182,7 +182,7 @@ class GeneratorHub(
             )
             force_download = force_download and not local_files_only
         source = f"config.json of {model_id}"
-        config = _read_json(config_file, source) if config_file is not None else {}
+        config = read_json(config_file, source) if config_file is not None else {}
         cls.validate_config(config, source)
         target = cls.class_for(config, source)
         return super(GeneratorHub, target).from_pretrained(
@@ -233,7 +233,8 @@ def load_generator(source: str | os.PathLike, **kwargs):
     return GeneratorHub.from_pretrained(source, **kwargs)
 
 
-def _read_json(path: str | os.PathLike, source: str):
+def read_json(path: str | os.PathLike, source: str):
+    """A config-sized JSON file (size-checked first); errors name `source` and say what is wrong."""
     size = os.path.getsize(path)
     if size > MAX_CONFIG_BYTES:
         raise ModelConfigError(f"{source} is {size:,} bytes; a model config is a few kB, so it is not one")
