@@ -20,7 +20,8 @@ from bench.bench_request import summary_rows as request_rows
 BENCHES = {  # name: (full arguments, quick arguments)
     "request": (["--repeat", "40"], ["--repeat", "8", "--burst", "10", "--load", "50"]),
     "generator": ([], ["--no-compile", "--repeat", "5"]),
-    "train": ([], ["--presets", "l1", "--repeat", "2", "--no-compile"]),
+    "train": (["--profile", "3"], ["--presets", "l1", "--repeat", "2", "--no-compile"]),
+    "allocator": ([], ["--preset", "l1", "--variant", "eager", "--rounds", "1", "--repeat", "2"]),
     "dataprep": (["--photos", "300", "--rounds", "4", "--opencv-1-thread"], ["--photos", "100", "--rounds", "1"]),
 }
 
@@ -57,6 +58,17 @@ def summary(r: dict) -> list[dict]:
             "compile s; loss relative difference compiled vs before",
             ", ".join(f"{n} {x}x" for n, x in t["step_over_convolutions_alone"].items())
             + f"; {t['compile_s']}; {t.get('loss_relative_difference', float('nan')):.1e}")
+        if "profile" in t:
+            pr = t["profile"]
+            add(f"  {t['preset']}: profile of the {pr['variant']} step, top operators by self CPU time "
+                f"(convolutions {pr['convolution_share']:.0%})",
+                ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["top"][:5]))
+    a = r.get("allocator", {})
+    if "jemalloc_speedup" in a:
+        add(f"training step {a['preset']} ({a['variant']}): glibc -> jemalloc, ms per step (speed-up); "
+            "minor page faults per step", f"{a['step_ms']['glibc']} -> {a['step_ms']['jemalloc']} "
+            f"({a['jemalloc_speedup']}x); {a['minor_page_faults_per_step']['glibc']:,} -> "
+            f"{a['minor_page_faults_per_step']['jemalloc']:,}")
     d = r.get("dataprep", {})
     if "speedup_2_vs_1" in d:
         for suffix, label, target in (("", "data prep", ">= 1.8x"), ("_opencv_1_thread", "  OpenCV at 1 thread", "")):
