@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
 from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
-from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, read_json, load_generator
+from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, load_generator, read_json
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.pipeline import comparison_grid, to_images
 from eye2face_hub.training import CriticStep, TrainingStep, as_input, autocast, initialise_loss_scale

@@ -56,22 +56,23 @@ def main(argv=None) -> dict:
     args.threads = args.threads or int(os.environ.get("BENCH_THREADS", "0")) or os.cpu_count() or 1
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     envs = {"glibc": base, "jemalloc": base | {"LD_PRELOAD": find_jemalloc(), "MALLOC_CONF": JEMALLOC_CONF}}
-    samples = {name: [] for name in envs}
+    samples, batch = {name: [] for name in envs}, None
     faults = {name: [] for name in envs}
     with tempfile.TemporaryDirectory(prefix="eye2face-allocator-") as folder:
         for i in range(args.rounds):
             for name in (list(envs) if i % 2 == 0 else list(envs)[::-1]):
                 print(f"round {i + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
                 run = child(envs[name], args, Path(folder), f"{name}-{i}")
-                samples[name] += [run["step_ms"][args.variant]["median"]]
+                samples[name].append(run["step_ms"][args.variant]["median"])
+                batch = run["batch"]
                 faults[name].append(run["minor_page_faults_per_step"][args.variant])
     median = {n: statistics.median(s) for n, s in samples.items()}
     result = {
-        "bench": "allocator", "preset": args.preset, "variant": args.variant, "batch": 64, "mixed_precision": "bf16",
+        "bench": "allocator", "preset": args.preset, "variant": args.variant, "batch": batch, "mixed_precision": run["mixed_precision"],
         "rounds": args.rounds, "repeat": args.repeat, "jemalloc_conf": JEMALLOC_CONF,
         "step_ms_median_per_child": samples,
         "step_ms": {n: round(m, 1) for n, m in median.items()},
-        "samples_per_s": {n: round(64 / (m / 1000), 2) for n, m in median.items()},
+        "samples_per_s": {n: round(batch / (m / 1000), 2) for n, m in median.items()},
         "jemalloc_speedup": round(median["glibc"] / median["jemalloc"], 3),
         "minor_page_faults_per_step": {n: round(statistics.median(f)) for n, f in faults.items()},
         "machine": common.machine_info(args.threads),

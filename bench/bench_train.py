@@ -126,7 +126,7 @@ def profile(step, eyes, faces, steps: int, top: int = 12) -> dict:
                     for e in events[:top]]}
 
 
-def measure(preset: str, batch: int, repeat: int, compile: bool, variants=None, profile_steps: int = 0) -> dict:
+def measure(preset: str, batch: int, repeat: int, variants: list[str], profile_steps: int = 0) -> dict:
     config = LossConfig.from_preset(preset, feature_layers=FEATURE_LAYERS, vgg_weights=str(common.VGG_FILE))
     vgg = load_vgg19(config.vgg_weights, max_layer=11).to(memory_format=torch.channels_last) if config.uses_vgg else None
     criterion = EyeToFaceLoss(config, vgg)
@@ -141,7 +141,6 @@ def measure(preset: str, batch: int, repeat: int, compile: bool, variants=None, 
         model = copy.deepcopy(start)
         return model, criterion, torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    variants = variants or ["before", "eager"] + (["compiled"] if compile else [])
     build = {"before": lambda: before_step(*fresh()),
              "eager": lambda: TrainingStep(*fresh(), mixed_precision="bf16"),
              "compiled": lambda: TrainingStep(*fresh(), mixed_precision="bf16", compile=True)}
@@ -197,8 +196,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     threads = args.threads or int(os.environ.get("BENCH_THREADS", "0")) or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    runs = [measure(preset, args.batch_size, args.repeat, args.compile, args.variants, args.profile)
-            for preset in args.presets]
+    variants = args.variants or ["before", "eager"] + (["compiled"] if args.compile else [])
+    runs = [measure(preset, args.batch_size, args.repeat, variants, args.profile) for preset in args.presets]
     result = {"bench": "train", "machine": common.machine_info(threads), "runs": runs}
     common.write_json(result, args.out)
     return result
