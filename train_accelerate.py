@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from PIL import Image
+from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
@@ -37,6 +38,10 @@ from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 logger = get_logger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# A GAN run's critic, beside the generator in its output folder: `--init-from` that folder goes on with it. Never
+# uploaded (only the generator is published); without it a continued run starts a fresh critic, which the
+# generator can fool at once (measured: the wgan-gp run restarted so collapsed to one noise texture).
+CRITIC_FILE = "critic.safetensors"
 
 
 class TrainingClock:
@@ -277,6 +282,12 @@ class Run:
             self.critic = Critic(eyes=model.eyes).to(memory_format=torch.channels_last)
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.critic_lr or args.lr,
                                                      betas=tuple(args.adam_betas))
+        self.critic_from = None  # the folder whose critic this run went on with
+        if self.critic is not None and args.init_from and (Path(args.init_from) / CRITIC_FILE).is_file():
+            load_model(self.critic, Path(args.init_from) / CRITIC_FILE)
+            self.critic_from = args.init_from
+        if self.critic is not None:
+            logger.info(f"critic: {'the one of ' + args.init_from if self.critic_from else 'freshly initialised'}")
         self.batches_per_step = args.gradient_accumulation_steps * args.critic_steps
         self.global_step, self.val_metrics, self.seen = 0, {}, []
 
@@ -368,6 +379,8 @@ class Run:
         stage = {"preset": args["preset"], "init_from": args["init_from"], "steps": self.global_step,
                  "epochs": round(self.global_step / self.steps_per_epoch, 2), "wall_time_s": round(self.clock.seconds(), 1),
                  "resumed_at_steps": self.clock.resumed_at}
+        if self.critic is not None:
+            stage["critic_from"] = self.critic_from
         stages = [*self.earlier_stages, stage]
         return {
             "args": args,
@@ -466,6 +479,8 @@ def main(argv=None) -> Path:
                   "first_epoch_samples": run.seen, "state_sha256": state_hash(unwrapped)}
         (Path(args.output_dir) / f"rank-{accelerator.process_index}.json").write_text(json.dumps(record))
     if accelerator.is_main_process:
+        if run.critic is not None:
+            save_model(accelerator.unwrap_model(run.critic), str(Path(args.output_dir) / CRITIC_FILE))
         publish(unwrapped, loss_config, run.record(), args)
     accelerator.end_training()
     return Path(args.output_dir)
@@ -488,7 +503,7 @@ def publish(model, loss_config: LossConfig, training: dict, args) -> None:
 
             api = HfApi()
             api.create_repo(args.hub_model_id, private=args.hub_private, exist_ok=True)
-            api.upload_folder(repo_id=args.hub_model_id, folder_path=out, ignore_patterns=["checkpoint-*", "logs/*", "rank-*.json"])
+            api.upload_folder(repo_id=args.hub_model_id, folder_path=out, ignore_patterns=["checkpoint-*", "logs/*", "rank-*.json", CRITIC_FILE])
             logger.info(f"pushed to https://huggingface.co/{args.hub_model_id}")
         except Exception as e:  # no token, no network: the local folder is complete, say how to retry
             raise SystemExit(

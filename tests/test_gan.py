@@ -96,6 +96,27 @@ def test_resume_with_a_critic_matches_an_uninterrupted_run(prepared_pairs, tmp_p
 
 
 @pytest.mark.slow
+def test_a_gan_run_continued_from_its_folder_goes_on_with_its_critic(prepared_pairs, tmp_path):
+    train(prepared_pairs, tmp_path / "first", *COMMON, "--max-steps", "2", "--checkpointing-steps", "2")
+    critic = load_file(tmp_path / "first" / "critic.safetensors")
+    for k, v in load_file(tmp_path / "first" / "checkpoint-2" / "model_1.safetensors").items():
+        torch.testing.assert_close(critic[k], v, rtol=0, atol=0, msg=f"critic {k}: not the run's last critic")
+    # Learning rates too small to move a weight: the continued run's critic is the first run's, not a fresh one.
+    log = train(prepared_pairs, tmp_path / "second", *COMMON, "--max-steps", "1", "--init-from", str(tmp_path / "first"),
+                "--lr", "1e-30", "--critic-lr", "1e-30")
+    assert "critic: the one of" in log
+    for k, v in load_file(tmp_path / "second" / "critic.safetensors").items():
+        torch.testing.assert_close(v, critic[k], msg=f"critic {k}")
+    stages = json.loads((tmp_path / "second" / "config.json").read_text())["training"]["stages"]
+    assert [s["critic_from"] for s in stages] == [None, str(tmp_path / "first")]
+    # A generator folder without a critic (e.g. a bundled model): a fresh critic, and the record says so.
+    (tmp_path / "first" / "critic.safetensors").unlink()
+    log = train(prepared_pairs, tmp_path / "third", *COMMON, "--max-steps", "1", "--init-from", str(tmp_path / "first"))
+    assert "critic: freshly initialised" in log
+    assert json.loads((tmp_path / "third" / "config.json").read_text())["training"]["stages"][-1]["critic_from"] is None
+
+
+@pytest.mark.slow
 def test_two_ranks_with_a_critic(prepared_pairs, tmp_path):
     launcher = (ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519")
