@@ -38,9 +38,8 @@ from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 logger = get_logger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# A GAN run's critic, beside the generator in its output folder: `--init-from` that folder goes on with it. Never
-# uploaded (only the generator is published); without it a continued run starts a fresh critic, which the
-# generator can fool at once (measured: the wgan-gp run restarted so collapsed to one noise texture).
+# A GAN run's critic, saved beside its generator (never uploaded) so that `--init-from` that folder goes on with it:
+# a fresh critic against a trained generator collapsed the wgan-gp run to one noise texture (measured).
 CRITIC_FILE = "critic.safetensors"
 
 
@@ -277,17 +276,15 @@ class Run:
         self.clock = TrainingClock()
         accelerator.register_for_checkpointing(self.clock)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=tuple(args.adam_betas))
-        self.critic = self.critic_optimizer = self.critic_step = None
+        self.critic = self.critic_optimizer = self.critic_step = self.critic_from = None
         if loss_config.uses_critic:
             self.critic = Critic(eyes=model.eyes).to(memory_format=torch.channels_last)
+            if args.init_from and (Path(args.init_from) / CRITIC_FILE).is_file():
+                load_model(self.critic, Path(args.init_from) / CRITIC_FILE)
+                self.critic_from = args.init_from  # the folder whose critic this run goes on with
+            logger.info(f"critic: {'the one of ' + args.init_from if self.critic_from else 'freshly initialised'}")
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.critic_lr or args.lr,
                                                      betas=tuple(args.adam_betas))
-        self.critic_from = None  # the folder whose critic this run went on with
-        if self.critic is not None and args.init_from and (Path(args.init_from) / CRITIC_FILE).is_file():
-            load_model(self.critic, Path(args.init_from) / CRITIC_FILE)
-            self.critic_from = args.init_from
-        if self.critic is not None:
-            logger.info(f"critic: {'the one of ' + args.init_from if self.critic_from else 'freshly initialised'}")
         self.batches_per_step = args.gradient_accumulation_steps * args.critic_steps
         self.global_step, self.val_metrics, self.seen = 0, {}, []
 
