@@ -77,7 +77,7 @@ def make_model(folder: Path, preset: str, seed: int, arch: str = "eye_to_face"):
     return model
 
 
-# The optional models of app.MODELS (not bundled yet): folder -> (preset, architecture).
+# The optional models of app.MODELS: folder -> (preset, architecture).
 OPTIONAL_MODELS = {
     "eye2face-wgan-gp": ("wgan-gp", "eye_to_face"),
     "eye2face-feature-gan": ("feature-gan", "eye_to_face"),

@@ -393,7 +393,7 @@ def label(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def all_weights(tmp_path_factory) -> Path:
-    """Random weights for every model of MODELS, the optional ones included (not bundled in weights/ yet)."""
+    """Random weights for every model of MODELS, the optional ones included."""
     return make_weights(tmp_path_factory.mktemp("all-weights"), optional=True)
 
 
@@ -687,7 +687,10 @@ def test_no_model_anywhere_is_a_clear_error(tmp_path):
 def test_bundled_weights_of_the_repository_load():
     if not (ROOT / "weights" / "eye2face-l1" / "model.safetensors").is_file():
         pytest.skip("weights/eye2face-l1 is not in this checkout yet (the trained weights are committed separately)")
-    pipeline, _ = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
+    pipeline, sources = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
+    bundled = [name for name, spec in app.MODELS.items() if (ROOT / "weights" / spec.folder / "model.safetensors").is_file()]
+    assert list(pipeline.models) == bundled, sources  # every bundled folder loads,
+    assert not [s for s in sources.values() if "warning" in s], sources  # with the preset its entry expects
     faces = pipeline.generate([ASTRONAUT[87:115, 188:216]])
     assert set(REQUIRED) <= set(faces) and all(faces[name][0].shape == (FACE_SIZE, FACE_SIZE, 3) for name in faces)
 
