@@ -55,6 +55,9 @@ def test_save_load_round_trip(tmp_path):
     assert type(loaded) is TwoEyesToFace and loaded.eyes == 2
     x = torch.rand(2, 2, 3, 32, 32)
     assert torch.equal(model(x), loaded(x))
+    assert "a whole face from two eyes" in (tmp_path / "README.md").read_text()
+    EyeToFace().save_pretrained(tmp_path / "one")
+    assert "a whole face from one eye" in (tmp_path / "one" / "README.md").read_text()
 
 
 def test_one_sample_per_photo(prepared_pairs):
@@ -74,6 +77,9 @@ def test_training_loss_goes_down_on_real_data(prepared_pairs, tmp_path):
     assert len(values) == 4 and values[-1] < values[0], values
     model = load_generator(tmp_path)
     assert type(model) is TwoEyesToFace
+    card = (tmp_path / "README.md").read_text()  # the model card describes a two-eye model and its photo rows
+    assert "a whole face from two eyes" in card and "one eye" not in card and "name: eye2face-two-eyes" in card, card
+    assert f"{model.training_info['train_pairs']} training photos, each one row" in card, card
 
 
 def test_pipeline_gives_a_two_eye_face_from_both_detected_eyes(astronaut):
