@@ -66,7 +66,7 @@ def _evaluate(args) -> None:
     from .evaluate import evaluate
 
     metrics = evaluate(args.model, args.images, args.out, limit=args.limit, vgg_weights=args.vgg_weights,
-                       identity_block=args.identity, both_eyes_mean=args.both_eyes_mean)
+                       identity_block=args.identity, two_eye_baselines=args.two_eye_baselines)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"wrote {args.out}/metrics.json, metrics.md and grid.png ({metrics['n_pairs']} pairs)")
 
@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a safetensors file, a folder holding the file the model recorded, or a Hub id (default: "
         "$EYE2FACE_VGG_WEIGHTS, else the weights the model recorded, found by name in ../shared/vgg19/)",
     )
-    p.add_argument("--both-eyes-mean", action="store_true",
-                   help="also score each one-eye model's mean face of both eyes (the baseline for two-eye models)")
+    p.add_argument("--two-eye-baselines", action="store_true",
+                   help="also score each one-eye model per photo: from the left eye alone, from the right eye alone, "
+                   "and the mean of the two faces (the baselines for two-eye models)")
     p.add_argument("--no-identity", dest="identity", action="store_false",
                    help="leave out the identity block (dlib face descriptor; needs pip install -e \".[eval]\")")
     p.set_defaults(func=_evaluate)

@@ -104,17 +104,23 @@ class RunningMoments:
         return (self.sq / self.n - mean**2).clamp_min(0).sqrt()
 
 
-class MeanOfBothEyes(torch.nn.Module):
-    """A baseline for two-eye models: the mean of a one-eye model's faces from the left and from the right eye."""
+class OneEyeModelOnBothEyes(torch.nn.Module):
+    """A one-eye model as a baseline for two-eye models: its face from the left eye alone, from the right eye alone,
+    or the mean of the two."""
 
     eyes = 2
+    USES = ("left eye", "right eye", "mean of both eyes")
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, use: str):
         super().__init__()
-        self.model = model
+        if use not in self.USES:
+            raise ValueError(f"use must be one of {self.USES}, got {use!r}")
+        self.model, self.use = model, use
 
     def forward(self, eyes: torch.Tensor) -> torch.Tensor:
-        return (self.model(eyes[:, 0]) + self.model(eyes[:, 1])) / 2
+        if self.use == "mean of both eyes":
+            return (self.model(eyes[:, 0]) + self.model(eyes[:, 1])) / 2
+        return self.model(eyes[:, self.USES.index(self.use)])
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -167,12 +173,12 @@ def _load_vgg(weights: str, max_layer: int | None = None):
 @torch.inference_mode()
 def evaluate(
     model_sources: list[str], images: str, out: str, *, limit: int | None = None, vgg_weights: str | None = None,
-    batch_size: int = 32, grid_rows: int = 8, identity_block: bool = True, both_eyes_mean: bool = False,
+    batch_size: int = 32, grid_rows: int = 8, identity_block: bool = True, two_eye_baselines: bool = False,
 ) -> dict:
     """Writes metrics.json, metrics.md and grid.png to `out`; returns the metrics.
 
-    `both_eyes_mean` adds, for each one-eye model, the mean of its two faces of a photo (MeanOfBothEyes), the
-    simple baseline a two-eye model has to beat.
+    `two_eye_baselines` adds, for each one-eye model, its faces of each photo from the left eye alone, from the right
+    eye alone, and the mean of the two (OneEyeModelOnBothEyes): what a two-eye model has to beat.
 
     The identity block (dlib's face descriptor) is computed when `identity_block` and the `eval` extra is
     installed; otherwise metrics["identity"] says why it is missing.
@@ -181,8 +187,9 @@ def evaluate(
     identity_missing = identity.available() if identity_block else "left out (--no-identity)"
     cfg, criterion = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
     feature_loss = criterion.feature
-    if both_eyes_mean:
-        models |= {f"{src} (mean of both eyes)": MeanOfBothEyes(m) for src, m in models.items() if m.eyes == 1}
+    if two_eye_baselines:
+        models |= {f"{src} ({use})": OneEyeModelOnBothEyes(m, use)
+                   for src, m in models.items() if m.eyes == 1 for use in OneEyeModelOnBothEyes.USES}
     pairs_rows, stats = prepare(images, None, limit=limit)
     if len(pairs_rows) == 0:
         raise ValueError(f"no photo in {images} had exactly one face and two eyes ({dict(stats)})")

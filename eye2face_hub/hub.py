@@ -89,7 +89,7 @@ class GeneratorHub(
 
     def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs):
         config = {**(config if config is not None else self._hub_mixin_config or {}), "arch": self.arch}
-        card = {"eyes": self.eyes, **(kwargs.pop("model_card_kwargs", None) or {})}  # the card says one eye or two
+        card = {"eyes": getattr(self, "eyes", 1), **(kwargs.pop("model_card_kwargs", None) or {})}  # one eye or two
         return super().save_pretrained(save_directory, config=config, model_card_kwargs=card, **kwargs)
 
     @classmethod

@@ -39,10 +39,18 @@ SCREENSHOTS = os.environ.get("EYE2FACE_SCREENSHOTS")
 app = import_app()
 DEFAULT = [name for name, spec in app.MODELS.items() if spec.default and spec.eyes == 1]  # the research's pair
 COLUMNS = 2 + len(DEFAULT)  # eye crop, each model, real face
-WIDTH = COLUMNS * (app.TILE + app.GAP) - app.GAP
+BUNDLED = ROOT / "weights"
+ON_BUNDLED = bool(SCREENSHOTS) and all((BUNDLED / s.folder / "model.safetensors").is_file()
+                                       for s in app.MODELS.values() if not s.optional)
+# The page's own comparison on the served weights: the research's pair, and a bundled two-eye model by default.
+PAGE_TWO_EYES = ON_BUNDLED and any(s.default and s.eyes == 2 and (BUNDLED / s.folder / "model.safetensors").is_file()
+                                   for s in app.MODELS.values())
+PAGE_COLUMNS = COLUMNS + PAGE_TWO_EYES
+PHOTO_ROWS = 2 + PAGE_TWO_EYES  # each eye, and "both eyes"
+WIDTH = PAGE_COLUMNS * (app.TILE + app.GAP) - app.GAP
 
 
-def comparison_size(rows: int, columns: int = COLUMNS) -> tuple[int, int]:
+def comparison_size(rows: int = PHOTO_ROWS, columns: int = PAGE_COLUMNS) -> tuple[int, int]:
     return columns * (app.TILE + app.GAP) - app.GAP, app.HEADER + rows * (app.CAPTION + app.TILE)
 
 
@@ -66,10 +74,8 @@ def write_y4m(path: Path, rgb: np.ndarray, shifts=(0, 12, 24, 36, 24, 12), size=
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     """The app on small random test weights; on the repository's bundled weights when taking the README screenshot."""
-    bundled = ROOT / "weights"
-    if SCREENSHOTS and all((bundled / s.folder / "model.safetensors").is_file() for s in app.MODELS.values()
-                           if not s.optional):
-        weights = bundled
+    if ON_BUNDLED:
+        weights = BUNDLED
     else:
         weights = make_weights(tmp_path_factory.mktemp("weights"))
     with served_app(weights) as url:
@@ -167,7 +173,7 @@ def test_upload_a_photo_and_see_the_comparison(page, photos, tmp_path):
     assert page.locator("#download").is_disabled(), "nothing to download before a result"
     upload(page, "#photo", photos["astronaut"])
     page.click("#generate")
-    assert loaded_size(page, "#comparison") == comparison_size(rows=2)
+    assert loaded_size(page, "#comparison") == comparison_size()
     assert loaded_size(page, "#annotated") == ASTRONAUT.shape[1::-1]
     assert "left eye" in page.locator("#status").inner_text()
 
@@ -204,7 +210,7 @@ def test_after_the_cat_example_the_reason_stays_and_no_output_shows_an_error(pag
     # and the page keeps working
     upload(page, "#photo", photos["astronaut"])
     page.click("#generate")
-    assert loaded_size(page, "#comparison") == comparison_size(rows=2)
+    assert loaded_size(page, "#comparison") == comparison_size()
     assert "No face found" not in page.locator("#status").inner_text()
 
 
@@ -258,7 +264,7 @@ def test_paste_a_photo_from_the_clipboard(page, tmp_path):
     page.locator("#photo").get_by_role("button", name="Paste from clipboard").click()
     page.wait_for_selector("#photo .image-frame img")
     page.click("#generate")
-    assert loaded_size(page, "#comparison") == comparison_size(rows=2)
+    assert loaded_size(page, "#comparison") == comparison_size()
     assert loaded_size(page, "#annotated") == ASTRONAUT.shape[1::-1]
 
 
@@ -277,7 +283,7 @@ def test_on_a_phone_an_eye_and_its_faces_fit_on_one_screen(browser, url, photos,
         scale = box["width"] / WIDTH
         assert 0 <= box["x"] and box["x"] + box["width"] <= 390, box
         # Every row (one eye: its caption, its crop, each model's face and the real face) and the header are on screen.
-        assert 0 <= box["y"] and box["y"] + comparison_size(rows=2)[1] * scale <= 844, box
+        assert 0 <= box["y"] and box["y"] + comparison_size()[1] * scale <= 844, box
         assert app.TILE * scale >= 60, f"each face is shown {app.TILE * scale:.0f} px wide: too small to see"
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
         shot = screenshot(page, tmp_path, "phone.png", full_page=False)

@@ -138,10 +138,12 @@ def test_evaluate_compares_a_two_eye_model_on_the_same_photos(celeba_sample, tmp
     varied(TwoEyesToFace(latent_dim=16)).save_pretrained(tmp_path / "two")
     sources = [str(tmp_path / "one"), str(tmp_path / "two")]
     metrics = evaluate(sources, str(celeba_sample), str(tmp_path / "eval"), limit=6, vgg_weights=str(need(VGG_FILE)),
-                       identity_block=False, both_eyes_mean=True)
+                       identity_block=False, two_eye_baselines=True)
     one, two = metrics[sources[0]], metrics[sources[1]]
-    mean = metrics[f"{sources[0]} (mean of both eyes)"]
-    assert f"{sources[1]} (mean of both eyes)" not in metrics  # only one-eye models get the baseline
+    left, right, mean = (metrics[f"{sources[0]} ({use})"] for use in ("left eye", "right eye", "mean of both eyes"))
+    assert not [k for k in metrics if k.startswith(f"{sources[1]} (")]  # only one-eye models get the baselines
+    assert left["l1"] != right["l1"]
+    assert (left["l1"] + right["l1"]) / 2 == pytest.approx(one["l1"], rel=1e-5)  # each pair is one photo's left or right eye
     assert mean["l1"] != one["l1"] and mean["l2"] <= one["l2"] + 1e-6  # averaging two guesses never raises L2
     assert metrics["n_pairs"] == 2 * metrics["n_photos"] > 0
     assert 0 < two["l2"] < two["l1"] < 1 and two["l1"] != one["l1"] and 0 <= two["id_top1"] <= two["id_top5"] <= 1
