@@ -4,9 +4,11 @@
 
 - docs/astronaut.png and each weights folder's samples.png: eye | model(s) | real face, on the public-domain
   astronaut photo that ships with scikit-image.
-- docs/validation-faces.png: the L1 and feature models' faces for held-out CelebA eyes. The eyes and real faces
+- docs/validation-faces.png: the bundled models' faces for held-out CelebA eyes. The eyes and real faces
   are not shown: CelebA's licence does not let this project redistribute them (see them locally with
   `eye2face evaluate`, whose grid.png has every column).
+- docs/two-eyes.png (with the two-eye model): the one-eye feature model from each eye, their mean and the two-eye
+  model, on the astronaut and on held-out CelebA photos.
 """
 
 from __future__ import annotations
@@ -73,6 +75,27 @@ def main() -> None:
         faces[name] = [pipe.generate_from_both_eyes(a, b)[name] for a, b in zip(eyes, right)]
     Image.fromarray(comparison_grid([faces[name] for name in models], list(models))).save(ROOT / "docs" / "validation-faces.png")
     print("wrote docs/astronaut.png, docs/validation-faces.png and samples.png in each weights folder")
+    if "two eyes" in pipe.two_eyes and "feature loss" in models:
+        two_eyes_figure(result, eyes, right, faces["feature loss"], pipe.generate(right)["feature loss"], faces["two eyes"])
+
+
+def two_eyes_figure(astronaut, left, right, from_left, from_right, from_both) -> None:
+    """docs/two-eyes.png: the one-eye feature model from each eye, the mean of the two, and the two-eye model.
+
+    The astronaut's row first, with its eyes and real face; then held-out CelebA photos, whose eyes and real faces
+    are grey tiles (not redistributable).
+    """
+    def mean(a, b):
+        return ((a.astype(np.float32) + b) / 2).round().astype(np.uint8)
+
+    (a_left, a_right), blank = astronaut.eyes, np.full_like(astronaut.real_face, 200)
+    rows = [[a_left.eye, a_right.eye, a_left.faces["feature loss"], a_right.faces["feature loss"],
+             mean(a_left.faces["feature loss"], a_right.faces["feature loss"]), astronaut.both_eyes["two eyes"],
+             astronaut.real_face]]
+    rows += [[blank, blank, a, b, mean(a, b), c, blank] for a, b, c in zip(from_left, from_right, from_both)]
+    labels = ["left eye", "right eye", "from left", "from right", "mean", "two eyes", "real"]
+    Image.fromarray(comparison_grid([list(c) for c in zip(*rows)], labels)).save(ROOT / "docs" / "two-eyes.png")
+    print("wrote docs/two-eyes.png")
 
 
 if __name__ == "__main__":
