@@ -76,10 +76,10 @@ def main() -> None:
     Image.fromarray(comparison_grid([faces[name] for name in models], list(models))).save(ROOT / "docs" / "validation-faces.png")
     print("wrote docs/astronaut.png, docs/validation-faces.png and samples.png in each weights folder")
     if "two eyes" in pipe.two_eyes and "feature loss" in models:
-        two_eyes_figure(result, eyes, right, faces["feature loss"], pipe.generate(right)["feature loss"], faces["two eyes"])
+        two_eyes_figure(result, faces["feature loss"], pipe.generate(right)["feature loss"], faces["two eyes"])
 
 
-def two_eyes_figure(astronaut, left, right, from_left, from_right, from_both) -> None:
+def two_eyes_figure(astronaut, from_left, from_right, from_both) -> None:
     """docs/two-eyes.png: the one-eye feature model from each eye, the mean of the two, and the two-eye model.
 
     The astronaut's row first, with its eyes and real face; then held-out CelebA photos, whose eyes and real faces
