@@ -9,19 +9,25 @@ from pathlib import Path
 
 
 def _prepare(args) -> None:
-    from .data import REASONS, prepare
+    from .data import prepare
 
     pairs, stats = prepare(
         args.images, args.out, image_column=args.image_column, split=args.split, num_proc=args.num_proc,
-        limit=args.limit, push_to_hub=args.push_to_hub,
+        limit=args.limit, push_to_hub=args.push_to_hub, check_landmarks=args.landmark_check, val_photos=args.val_photos,
     )
-    total = sum(stats.values())
-    print(f"{total} photos: kept {stats['kept']} ({stats['kept'] / max(total, 1):.1%}) -> {2 * stats['kept']} pairs")
-    for reason in REASONS[1:]:
-        print(f"  dropped, {reason.replace('_', ' ')}: {stats[reason]}")
+    total, kept = sum(stats.values()), stats["kept"]
+    print(f"{total} photos: kept {kept} ({kept / max(total, 1):.1%}) -> {2 * kept} pairs")
+    print(stats.table())
+    for name, counts in stats.by_split.items():
+        print(f"{name}: {sum(counts.values())} photos, kept {counts['kept']}")
     if args.out:
-        Path(args.out, "yield.json").write_text(json.dumps({"photos": total, "pairs": 2 * stats["kept"], **stats}, indent=2))
-        print(f"saved {len(pairs)} rows to {args.out}")
+        Path(args.out, "yield.json").write_text(json.dumps(stats.to_dict(), indent=2))
+        print(f"saved {args.out} ({', '.join(f'{name} {n} rows' for name, n in rows_per_split(pairs).items())})")
+
+
+def rows_per_split(pairs) -> dict[str, int]:
+    """Rows per split of a prepared set (one Dataset: "train")."""
+    return {name: len(rows) for name, rows in pairs.items()} if hasattr(pairs, "items") else {"train": len(pairs)}
 
 
 def _generate(args) -> None:
@@ -83,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-column", default="image")
     p.add_argument("--split", default="train")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+    p.add_argument("--landmark-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="drop photos whose eye boxes do not each hold a YuNet eye landmark (default; "
+                   "--no-landmark-check: Haar alone, the research's filter)")
+    p.add_argument("--val-photos", type=int, default=0, metavar="N",
+                   help="hold out N photos spread evenly over the file names as a 'validation' split, never trained on")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("generate", help="photo (or eye crop) -> generated faces as PNG")

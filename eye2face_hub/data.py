@@ -1,4 +1,5 @@
-"""Data pipeline: Haar cascades find one face and two eyes; each kept photo gives two (eye, face) pairs."""
+"""Data pipeline: Haar cascades find one face and two eyes, YuNet's landmarks check the eyes; each kept photo gives
+two (eye, face) pairs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from . import landmarks
+from .ages import band_of, band_order
+
 # The sample, defined once: a kept photo's 128x128 face and its eyes' 32x32 crops, left then right in the photo.
 FACE_SIZE = 128
 EYE_SIZE = 32
@@ -21,8 +25,10 @@ EYE_COLUMNS = ("left_eye", "right_eye")  # a prepared row's eye columns, in samp
 EYES_PER_PHOTO = len(EYE_COLUMNS)
 MIN_EYE_CROP = 8  # pixels: the smallest eye crop accepted (detected eye boxes are often under EYE_SIZE)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-# Why a photo is dropped; "kept" photos give two pairs.
-REASONS = ("kept", "unreadable", "no_face", "several_faces", "fewer_than_2_eyes", "more_than_2_eyes")
+# Why a photo is dropped; "kept" photos give two pairs. The last two are the landmark check's (landmarks.py).
+REASONS = ("kept", "unreadable", "no_face", "several_faces", "fewer_than_2_eyes", "more_than_2_eyes",
+           "no_landmark_face", "eye_box_without_landmark")
+VALIDATION = "validation"  # the split of a prepared set that is held out, never trained on
 
 Box = tuple[int, int, int, int]  # x, y, w, h in photo pixels
 
@@ -98,25 +104,31 @@ def read_rgb(source: str | os.PathLike | bytes) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-def pairs_from_photo(rgb: np.ndarray) -> dict:
-    """One dataset row: status, and for kept photos the 128px face and the two 32px eyes as JPEG."""
+def pairs_from_photo(rgb: np.ndarray, check_landmarks: bool = True) -> dict:
+    """One dataset row: status, and for kept photos the 128px face and the two 32px eyes as JPEG.
+
+    With `check_landmarks`, a photo Haar keeps is dropped when its eye boxes do not each hold a YuNet eye landmark.
+    """
     det = detect(rgb)
-    row = {"status": det.status, "face": None, **dict.fromkeys(EYE_COLUMNS)}
-    if det.status == "kept":
+    status = det.status
+    if status == "kept" and check_landmarks:
+        status = landmarks.landmark_status(rgb, det.eyes)
+    row = {"status": status, "face": None, **dict.fromkeys(EYE_COLUMNS)}
+    if status == "kept":
         row["face"] = {"bytes": encode_jpeg(crop(rgb, det.face, FACE_SIZE)), "path": None}
         for key, box in zip(EYE_COLUMNS, det.eyes):
             row[key] = {"bytes": encode_jpeg(crop(rgb, box, EYE_SIZE)), "path": None}
     return row
 
 
-def _prepare_row(example: dict, image_column: str) -> dict:
+def _prepare_row(example: dict, image_column: str, check_landmarks: bool) -> dict:
     image = example[image_column]  # undecoded: {"bytes": ..., "path": ...}
     source = image.get("path") or ""
     try:
         rgb = read_rgb(image.get("bytes") or source)
     except Exception:  # any undecodable input is a dropped photo, counted, not a crash
         return {"status": "unreadable", "face": None, **dict.fromkeys(EYE_COLUMNS), "source": source}
-    return {**pairs_from_photo(rgb), "source": os.path.basename(source)}
+    return {**pairs_from_photo(rgb, check_landmarks), "source": os.path.basename(source)}
 
 
 def load_photos(source: str, image_column: str = "image", split: str = "train", limit: int | None = None):
@@ -141,6 +153,49 @@ def _is_dataset_dir(path: str) -> bool:
     return (Path(path) / "dataset_info.json").exists() or (Path(path) / "dataset_dict.json").exists()
 
 
+class Yield(Counter):
+    """Photos per reason (kept, or why dropped); `by_band` and `by_split` hold the same counts per age band (from
+    UTKFace-style file names; "unknown" otherwise) and per split."""
+
+    def __init__(self, statuses: list[str], sources: list[str], splits: list[str]):
+        super().__init__(dict.fromkeys(REASONS, 0))
+        self.update(statuses)
+        bands = [band_of(source) for source in sources]
+        self.by_band = {band: _reasons(s for s, b in zip(statuses, bands) if b == band) for band in band_order(bands)}
+        self.by_split = {split: _reasons(s for s, t in zip(statuses, splits) if t == split) for split in dict.fromkeys(splits)}
+
+    def to_dict(self) -> dict:
+        """yield.json: the overall counts (photos, pairs, each reason), then per age band and per split."""
+        return {"photos": sum(self.values()), "pairs": EYES_PER_PHOTO * self["kept"], **self,
+                "by_age_band": self.by_band, "by_split": self.by_split}
+
+    def table(self) -> str:
+        """Kept and dropped photos per reason, a column per age band (when names carry ages) and the total."""
+        groups = {**(self.by_band if set(self.by_band) != {"unknown"} else {}), "all": dict(self)}
+        rows = ["| | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|",
+                "| photos | " + " | ".join(str(sum(g.values())) for g in groups.values()) + " |"]
+        for reason in REASONS:
+            rows.append(f"| {reason.replace('_', ' ')} | "
+                        + " | ".join(f"{g[reason]} ({g[reason] / max(sum(g.values()), 1):.1%})" for g in groups.values()) + " |")
+        return "\n".join(rows)
+
+
+def _reasons(statuses) -> dict[str, int]:
+    counts = Counter(statuses)
+    return {reason: counts[reason] for reason in REASONS}
+
+
+def held_out(n_photos: int, n_val: int) -> set[int]:
+    """Indices of n_val photos spread evenly over n_photos (in file-name order).
+
+    Spread, not the last ones: UTKFace names start with the age, so its last 500 files by name are all aged 8-9 or
+    89-99; photos spread evenly over the names cover every age in proportion.
+    """
+    if n_val < 0 or (n_val and n_val >= n_photos):
+        raise ValueError(f"cannot hold out {n_val} of {n_photos} photos (at least one must stay for training)")
+    return {(i * n_photos) // n_val for i in range(n_val)}
+
+
 def prepare(
     source: str,
     out: str | None = None,
@@ -150,8 +205,14 @@ def prepare(
     num_proc: int | None = None,
     limit: int | None = None,
     push_to_hub: str | None = None,
+    check_landmarks: bool = True,
+    val_photos: int = 0,
 ):
-    """Run the Haar pipeline over photos; returns (pairs dataset, Counter of statuses)."""
+    """Run the Haar pipeline (and the landmark check) over photos; returns (pairs, Yield).
+
+    With `val_photos`, that many photos spread over the file names (`held_out`) are a "validation" split, never
+    trained on: pairs is then a DatasetDict of "train" and "validation", else one Dataset.
+    """
     import datasets
 
     photos = load_photos(source, image_column, split, limit)
@@ -165,15 +226,21 @@ def prepare(
     )
     rows = photos.map(
         _prepare_row,
-        fn_kwargs={"image_column": image_column},
+        fn_kwargs={"image_column": image_column, "check_landmarks": check_landmarks},
         remove_columns=photos.column_names,
         features=features,
         num_proc=num_proc if num_proc and num_proc > 1 and len(photos) > 1 else None,
         desc="Detecting faces and eyes",
     )
-    stats = Counter({reason: 0 for reason in REASONS})
-    stats.update(rows["status"])
-    pairs = rows.filter(lambda s: s == "kept", input_columns="status").remove_columns("status")
+    validation = held_out(len(rows), val_photos)
+    splits = [VALIDATION if i in validation else "train" for i in range(len(rows))]
+    stats = Yield(rows["status"], rows["source"], splits)
+    kept = [i for i, status in enumerate(rows["status"]) if status == "kept"]
+    if val_photos:
+        pairs = datasets.DatasetDict({name: rows.select([i for i in kept if splits[i] == name]).remove_columns("status")
+                                      for name in ("train", VALIDATION)})
+    else:
+        pairs = rows.select(kept).remove_columns("status")
     if out:
         pairs.save_to_disk(out)
     if push_to_hub:
@@ -189,6 +256,17 @@ def load_pairs(source: str, split: str = "train"):
         loaded = datasets.load_from_disk(source)
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
     return datasets.load_dataset(source, split=split)
+
+
+def held_out_split(source: str):
+    """The validation split a prepared set holds out (`prepare --val-photos`), or None when it has none."""
+    import datasets
+
+    if os.path.isdir(source):
+        loaded = datasets.load_from_disk(source)
+        return loaded.get(VALIDATION) if isinstance(loaded, datasets.DatasetDict) else None
+    splits = datasets.get_dataset_split_names(source)
+    return datasets.load_dataset(source, split=VALIDATION) if VALIDATION in splits else None
 
 
 def _decode(images: list) -> torch.Tensor:

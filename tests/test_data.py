@@ -1,8 +1,25 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
 
-from eye2face_hub.data import REASONS, EyeFacePairs, crop, detect, load_pairs, pairs_from_photo, prepare, to_unit
+from eye2face_hub.ages import band_of, band_order
+from eye2face_hub.data import (
+    REASONS,
+    VALIDATION,
+    EyeFacePairs,
+    crop,
+    detect,
+    held_out,
+    held_out_split,
+    load_pairs,
+    pairs_from_photo,
+    prepare,
+    to_unit,
+)
+
+from .utkface import utkface_sample  # noqa: F401  (a fixture)
 
 
 def test_haar_on_a_real_face(astronaut):
@@ -65,3 +82,50 @@ def test_pairs_dataset_gives_two_pairs_per_photo(prepared_pairs):
     assert torch.equal(face0, face1) and not torch.equal(eye0, eye1)  # left and right eye, same face
     unit = to_unit(face0)
     assert unit.dtype == torch.float32 and 0 <= unit.min() and unit.max() <= 1
+
+
+def test_held_out_photos_are_spread_over_the_names():
+    n, n_val = 8280, 500
+    held = sorted(held_out(n, n_val))
+    assert len(held) == n_val and held[0] == 0 and held[-1] >= n - n // n_val - 1
+    assert max(b - a for a, b in zip(held, held[1:])) <= -(-n // n_val)  # no stretch of names left out
+    assert held_out(n, 0) == set()
+    with pytest.raises(ValueError, match="at least one must stay"):
+        held_out(10, 10)
+
+
+def test_prepare_utkface_by_age_band_with_a_validation_split(utkface_sample, tmp_path):
+    pairs, stats = prepare(str(utkface_sample), str(tmp_path / "pairs"), val_photos=12)
+    names = sorted(p.name for p in utkface_sample.iterdir())
+    assert set(pairs) == {"train", VALIDATION}
+    train, val = (set(pairs[s]["source"]) for s in ("train", VALIDATION))
+    assert train and val and not train & val  # never trained on
+    assert {names[i] for i in held_out(len(names), 12)} >= val
+    # the counts per band and per split add up to the overall counts, and bands come from the names
+    for breakdown in (stats.by_band, stats.by_split):
+        assert {r: sum(g[r] for g in breakdown.values()) for r in REASONS} == dict(stats)
+    assert list(stats.by_band) == band_order(band_of(n) for n in names)
+    kept_by_band = Counter(band_of(s) for s in train | val)
+    assert {b: c["kept"] for b, c in stats.by_band.items()} == {b: kept_by_band[b] for b in stats.by_band}
+    assert stats.by_split[VALIDATION]["kept"] == len(val) and sum(stats.by_split[VALIDATION].values()) == 12
+    record = stats.to_dict()
+    assert record["photos"] == len(names) and record["pairs"] == 2 * stats["kept"]
+    assert "| 0-12 | 13-59 | 60+ | all |" in stats.table()
+    assert load_pairs(str(tmp_path / "pairs"), VALIDATION)["source"] == pairs[VALIDATION]["source"]
+    assert held_out_split(str(tmp_path / "pairs"))["source"] == pairs[VALIDATION]["source"]
+
+
+def test_landmark_check_drops_eye_boxes_off_the_eyes(tmp_path, astronaut_jpg, monkeypatch):
+    import shutil
+
+    shutil.copy(astronaut_jpg, tmp_path / "a.jpg")
+    _, stats = prepare(str(tmp_path), None)
+    assert stats["kept"] == 1
+    far = np.array([[0.0, 0.0], [1.0, 1.0]])  # YuNet's eyes somewhere no Haar box is
+    monkeypatch.setattr("eye2face_hub.landmarks.eye_landmarks", lambda rgb: far)
+    pairs, stats = prepare(str(tmp_path), None)
+    assert stats["kept"] == 0 and stats["eye_box_without_landmark"] == 1 and len(pairs) == 0
+    _, stats = prepare(str(tmp_path), None, check_landmarks=False)  # Haar alone, the research's filter
+    assert stats["kept"] == 1
+    monkeypatch.setattr("eye2face_hub.landmarks.eye_landmarks", lambda rgb: np.zeros((0, 2)))
+    assert prepare(str(tmp_path), None)[1]["no_landmark_face"] == 1

