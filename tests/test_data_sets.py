@@ -1,0 +1,53 @@
+"""Training on several prepared sets (`--data A B`): each keeps its own held-out split, and config.json says which
+sets, how many rows each, and what was held out."""
+
+import json
+
+import pytest
+
+from .training_run import train
+from .utkface import utkface_sample  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(scope="module")
+def utkface_pairs(utkface_sample, tmp_path_factory):  # noqa: F811
+    """UTKFace pairs with a validation split (prepare --val-photos)."""
+    from eye2face_hub.data import prepare
+
+    out = tmp_path_factory.mktemp("utkface-pairs") / "pairs"
+    pairs, _ = prepare(str(utkface_sample), str(out), val_photos=15)
+    assert len(pairs["train"]) >= 2 and len(pairs["validation"]) >= 1
+    return out
+
+
+def test_each_set_holds_out_its_own_split(prepared_pairs, utkface_pairs, tmp_path):
+    from train_accelerate import parse_args, split_rows
+
+    from eye2face_hub.data import held_out_split, load_pairs
+
+    args = parse_args(["--data", str(prepared_pairs), str(utkface_pairs), "--output-dir", str(tmp_path), "--val-split", "3"])
+    train_rows, val_rows = split_rows(args)
+    celeba, utk, utk_val = (list(rows["source"]) for rows in (
+        load_pairs(str(prepared_pairs)), load_pairs(str(utkface_pairs)), held_out_split(str(utkface_pairs))))
+    assert held_out_split(str(prepared_pairs)) is None
+    # CelebA: its last 3 rows held out; UTKFace: its validation split, all of its train split trained on
+    assert list(train_rows["source"]) == celeba[:-3] + utk
+    assert list(val_rows["source"]) == celeba[-3:] + utk_val
+    assert not set(train_rows["source"]) & set(val_rows["source"])
+    assert args.data_sets == [
+        {"data": str(prepared_pairs), "train_rows": len(celeba) - 3, "val_rows": 3, "validation": "its last 3 rows"},
+        {"data": str(utkface_pairs), "train_rows": len(utk), "val_rows": len(utk_val),
+         "validation": "its validation split (prepare --val-photos)"},
+    ]
+
+
+@pytest.mark.slow
+def test_config_records_the_sets(prepared_pairs, utkface_pairs, tmp_path):
+    train(prepared_pairs, tmp_path, "--data", str(prepared_pairs), str(utkface_pairs), "--preset", "l1",
+          "--batch-size", "4", "--max-steps", "2", "--val-split", "2")
+    training = json.loads((tmp_path / "config.json").read_text())["training"]
+    sets = training["stages"][-1]["data"]
+    assert [s["data"] for s in sets] == [str(prepared_pairs), str(utkface_pairs)]
+    assert training["args"]["data"] == [str(prepared_pairs), str(utkface_pairs)] and "data_sets" not in training["args"]
+    assert sum(s["train_rows"] for s in sets) * 2 == training["train_pairs"]  # one-eye model: two pairs a photo
+    assert sum(s["val_rows"] for s in sets) * 2 == training["val_pairs"]
