@@ -84,11 +84,6 @@ def mean_absolute_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return MeanAbsoluteDifference.apply(a, b)
 
 
-def dimension_normalised_feature_loss(feats_pred: list[torch.Tensor], feats: list[torch.Tensor]) -> torch.Tensor:
-    """The weaker alternative the paper compares against: sum_i |phi_i(y) - phi_i(y_pred)|_1 / (C_i H_i W_i)."""
-    return sum((p.float() - t.float()).abs().sum() / t[0].numel() / t.shape[0] for p, t in zip(feats_pred, feats))
-
-
 def critic_terms(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eye: torch.Tensor,
                  alpha: torch.Tensor) -> dict[str, torch.Tensor]:
     """WGAN-GP's two estimates for a conditional critic, from one forward pass over [real; fake; interpolates].

@@ -8,7 +8,6 @@ from eye2face_hub.losses import (
     FeatureLoss,
     LossConfig,
     batch_std,
-    dimension_normalised_feature_loss,
     layer_weights,
     std_loss,
 )
@@ -54,12 +53,6 @@ def test_pooled_std_loss_sees_faces_not_pixel_noise():
     assert batch_std(faces, 4).item() == pytest.approx(batch_std(faces).item())  # flat faces: pooling changes nothing
     with pytest.raises(ValueError, match="std_pool"):
         LossConfig(std_pool=0)
-
-
-def test_dimension_normalised_feature_loss_hand_computed():
-    a = [torch.zeros(2, 3, 4, 4)]
-    b = [torch.ones(2, 3, 4, 4)]
-    assert dimension_normalised_feature_loss(a, b).item() == pytest.approx(1.0)
 
 
 def test_presets_are_json_and_round_trip():
