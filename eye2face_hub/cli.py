@@ -36,7 +36,6 @@ def _generate(args) -> None:
     from .pipeline import Eye2FaceError, EyeToFacePipeline
 
     pipe = EyeToFacePipeline.from_pretrained({"face": args.model})
-    two_eyes = bool(pipe.two_eyes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image[0]).stem
@@ -44,15 +43,17 @@ def _generate(args) -> None:
         from .data import MIN_EYE_CROP
         from .pipeline import load_photo
 
-        if len(args.image) != 1 + two_eyes:
-            raise Eye2FaceError(
-                f"{args.model} is a {'two' if two_eyes else 'one'}-eye model: give it "
-                + ("the left and the right eye crop (--image LEFT RIGHT)" if two_eyes else "one eye crop (--image EYE)")
-            )
-        crops = [load_photo(path, min_side=MIN_EYE_CROP) for path in args.image]
-        face = pipe.generate_from_both_eyes(*crops)["face"] if two_eyes else pipe.generate(crops)["face"][0]
-        Image.fromarray(face).save(out / f"{stem}-face.png")
-        print(f"wrote {out / f'{stem}-face.png'}")
+        if len(args.image) > 2:
+            raise Eye2FaceError("give one eye crop, or the left and the right one (--image LEFT RIGHT)")
+        made = pipe.from_eye_crops([load_photo(path, min_side=MIN_EYE_CROP) for path in args.image])
+        if not made.faces and not made.both_eyes:
+            raise Eye2FaceError(f"{args.model} is a two-eye model: give it the left and the right eye crop "
+                                "(--image LEFT RIGHT)")
+        written = [(face, f"{Path(path).stem}-face") for path, face in zip(args.image, made.faces.get("face", []))]
+        written += [(face, "+".join(Path(p).stem for p in args.image) + "-face") for face in made.both_eyes.values()]
+        for image, name in written:
+            Image.fromarray(image).save(out / f"{name}.png")
+        print("wrote " + ", ".join(str(out / f"{name}.png") for _, name in written))
         return
     if len(args.image) != 1:
         raise Eye2FaceError("give one photo (--image PHOTO); two images are for two eye crops with --eye-crop")
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="photo (or eye crop) -> generated faces as PNG")
     p.add_argument("--model", required=True, help="a saved model folder or Hub repo id")
     p.add_argument("--image", required=True, nargs="+",
-                   help="a photo; or, with --eye-crop, one eye crop (two for a two-eye model: left, right)")
+                   help="a photo; or, with --eye-crop, one eye crop or two (the left and the right one; a two-eye "
+                   "model needs both)")
     p.add_argument("--out", required=True)
     p.add_argument("--eyes", choices=["left", "right", "both"], default="both")
     p.add_argument("--eye-crop", action="store_true", help="the image is already an eye crop")

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from .data import EYE_SIZE, FACE_SIZE, Box, crop, detect
+from .grid import comparison_grid  # noqa: F401  (the trainer and evaluate import it from here)
 from .hub import load_generator
 
 MAX_INPUT_PIXELS = 64_000_000  # larger files are refused before decoding (decompression bombs)
@@ -171,25 +172,38 @@ class EyeResult:
 
 
 @dataclass
+class CropFaces:
+    """Faces from ready eye crops: each one-eye model's face per crop and, from two crops (the left and the right eye
+    of one photo), each two-eye model's one face from both."""
+
+    eyes: list[np.ndarray]  # the crops at 32x32, as the models saw them
+    faces: dict[str, list[np.ndarray]]  # one-eye model name -> a 128x128x3 face per crop
+    both_eyes: dict[str, np.ndarray] = field(default_factory=dict)  # two-eye model name -> 128x128x3 face
+
+
+@dataclass
 class PhotoResult:
     photo: np.ndarray  # upright RGB, as detected on
     face_box: Box
     real_face: np.ndarray  # 128x128x3 uint8 crop of the detected face
-    eyes: list[EyeResult]
+    eyes: list[EyeResult]  # the eyes asked for
     notes: list[str] = field(default_factory=list)
     both_eyes: dict[str, np.ndarray] = field(default_factory=dict)  # two-eye model name -> 128x128x3 uint8
     both_eyes_crops: list[np.ndarray] = field(default_factory=list)  # the [left, right] 32x32 crops they were given
+    both_eyes_boxes: list[Box] = field(default_factory=list)  # and where those crops are in the photo
 
     def annotated(self) -> np.ndarray:
-        """The photo with the face box (green) and the eye boxes used (orange) drawn on it."""
+        """The photo with the face box (green) and every eye box used (orange) drawn on it."""
         out = self.photo.copy()
         thickness = max(2, max(out.shape[:2]) // 300)
         x, y, w, h = self.face_box
         cv2.rectangle(out, (x, y), (x + w, y + h), (0, 200, 0), thickness)
-        for r in self.eyes:
-            x, y, w, h = r.box
+        boxes = {r.box: r.side for r in self.eyes}
+        if self.both_eyes:
+            boxes.update(zip(self.both_eyes_boxes, ("left", "right")))
+        for (x, y, w, h), side in boxes.items():
             cv2.rectangle(out, (x, y), (x + w, y + h), (255, 140, 0), thickness)
-            cv2.putText(out, r.side[0].upper(), (x, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 140, 0), 1)
+            cv2.putText(out, side[0].upper(), (x, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 140, 0), 1)
         return out
 
 
@@ -227,7 +241,7 @@ class EyeToFacePipeline:
         """Ready RGB eye crops (resized to 32x32) -> a face per crop from each one-eye model."""
         if not self.one_eye:
             raise ValueError("this pipeline has only two-eye models: use generate_from_both_eyes(left, right)")
-        x = to_tensor([_eye_size(e) for e in eyes])
+        x = to_tensor([resize_eye(e) for e in eyes])
         return {name: to_images(model(x)) for name, model in self.one_eye.items()}
 
     @torch.inference_mode()
@@ -235,13 +249,26 @@ class EyeToFacePipeline:
         """The left and right eye crops of one photo (resized to 32x32) -> one face from each two-eye model."""
         if not self.two_eyes:
             raise ValueError("this pipeline has no two-eye model: use generate([eye]) for one eye at a time")
-        x = to_tensor([_eye_size(left), _eye_size(right)])[None]
+        x = to_tensor([resize_eye(left), resize_eye(right)])[None]
         return {name: to_images(model(x))[0] for name, model in self.two_eyes.items()}
+
+    def from_eye_crops(self, crops: list[np.ndarray]) -> CropFaces:
+        """One eye crop, or two (the left and the right eye of one photo) -> every face the models can make from them.
+
+        Each one-eye model makes a face per crop; each two-eye model makes one face from two crops, and none from one.
+        """
+        if len(crops) not in (1, 2):
+            raise ValueError(f"give one eye crop, or the left and the right one; got {len(crops)}")
+        eyes = [resize_eye(c) for c in crops]
+        faces = self.generate(eyes) if self.one_eye else {}
+        both = self.generate_from_both_eyes(*eyes) if self.two_eyes and len(eyes) == 2 else {}
+        return CropFaces(eyes, faces, both)
 
     def __call__(self, photo, eyes: str = "both") -> PhotoResult:
         """Detect the face and eyes in `photo`, then generate a face from each chosen eye.
 
-        `eyes`: "left", "right" or "both" (left and right by position in the photo).
+        `eyes`: "left", "right" or "both" (left and right by position in the photo). Two-eye models always take both
+        eyes when both are found.
         """
         if eyes not in ("left", "right", "both"):
             raise ValueError(f"eyes must be 'left', 'right' or 'both', got {eyes!r}")
@@ -259,41 +286,22 @@ class EyeToFacePipeline:
             found = sorted(sorted(found, key=lambda b: -b[2] * b[3])[:2])
             notes.append("more than two eye candidates were found; the two largest are used")
         sides = ["left", "right"] if len(found) == 2 else [self._side(found[0], det.face)]
-        chosen = [(s, b) for s, b in zip(sides, found) if eyes in ("both", s)]
-        if not chosen:
+        if eyes not in ("both", *sides):
             raise NoEyeError(f"the {eyes} eye was not found; only the {sides[0]} eye was (try 'both')")
-        crops = [crop(rgb, box, EYE_SIZE) for _, box in chosen]
-        faces = self.generate(crops) if self.one_eye else {}
-        results = [
-            EyeResult(side, box, eye, {name: faces[name][i] for name in faces})
-            for i, ((side, box), eye) in enumerate(zip(chosen, crops))
-        ]
-        both, pair = {}, []
-        if self.two_eyes and len(found) == 2:
-            pair = [crop(rgb, box, EYE_SIZE) for box in found]
-            both = self.generate_from_both_eyes(*pair)
-        elif self.two_eyes:
+        made = self.from_eye_crops([crop(rgb, box, EYE_SIZE) for box in found])
+        results = [EyeResult(side, box, eye, {name: faces[i] for name, faces in made.faces.items()})
+                   for i, (side, box, eye) in enumerate(zip(sides, found, made.eyes)) if eyes in ("both", side)]
+        if self.two_eyes and not made.both_eyes:
             notes.append(f"only the {sides[0]} eye was found, so there is no two-eye face: it needs both eyes")
-        return PhotoResult(rgb, det.face, crop(rgb, det.face, FACE_SIZE), results, notes, both, pair)
+        pair = made.eyes if made.both_eyes else []
+        return PhotoResult(rgb, det.face, crop(rgb, det.face, FACE_SIZE), results, notes, made.both_eyes, pair,
+                           list(found) if made.both_eyes else [])
 
     @staticmethod
     def _side(eye: Box, face: Box) -> str:
         return "left" if eye[0] + eye[2] / 2 < face[0] + face[2] / 2 else "right"
 
 
-def _eye_size(eye: np.ndarray) -> np.ndarray:
+def resize_eye(eye: np.ndarray) -> np.ndarray:
+    """An eye crop at the EYE_SIZE x EYE_SIZE the models take (bilinear, as in training's data preparation)."""
     return eye if eye.shape[:2] == (EYE_SIZE, EYE_SIZE) else cv2.resize(eye, (EYE_SIZE, EYE_SIZE))
-
-
-def comparison_grid(columns: list[list[np.ndarray]], labels: list[str], size: int = FACE_SIZE) -> np.ndarray:
-    """One row per example, one labelled column per image kind (eye crops are scaled up, pixelated)."""
-    header = 22
-    rows = []
-    for images in zip(*columns):
-        tiles = [cv2.resize(im, (size, size), interpolation=cv2.INTER_NEAREST) for im in images]
-        rows.append(np.concatenate(tiles, axis=1))
-    grid = np.concatenate(rows, axis=0) if rows else np.zeros((0, size * len(labels), 3), np.uint8)
-    top = np.full((header, size * len(labels), 3), 255, np.uint8)
-    for i, label in enumerate(labels):
-        cv2.putText(top, label, (i * size + 4, header - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([top, grid], axis=0)

@@ -77,22 +77,15 @@ def make_model(folder: Path, preset: str, seed: int, arch: str = "eye_to_face"):
     return model
 
 
-# The optional models of app.MODELS: folder -> (preset, architecture).
-OPTIONAL_MODELS = {
-    "eye2face-wgan-gp": ("wgan-gp", "eye_to_face"),
-    "eye2face-feature-gan": ("feature-gan", "eye_to_face"),
-    "eye2face-two-eyes": ("feature", "two_eyes_to_face"),
-}
-
-
 def make_weights(root: Path, optional: bool = False) -> Path:
-    """A weights folder like the repository's: eye2face-l1 and eye2face-feature, two different models; with
-    `optional`, also the optional models (OPTIONAL_MODELS: two GAN presets and the two-eye model), each different."""
-    make_model(root / "eye2face-l1", "l1", seed=1)
-    make_model(root / "eye2face-feature", "feature", seed=2)
-    if optional:
-        for seed, (folder, (preset, arch)) in enumerate(OPTIONAL_MODELS.items(), start=11):
-            make_model(root / folder, preset, seed=seed, arch=arch)
+    """A weights folder like the repository's, a different random model in each folder of the app's MODELS: the
+    required ones, and with `optional` the optional ones too, each with the preset and the eyes its entry expects."""
+    from eye2face_app.models import MODELS
+
+    for seed, (name, spec) in enumerate(MODELS.items(), start=1):
+        if optional or not spec.optional:
+            make_model(root / spec.folder, spec.preset or name, seed=seed,
+                       arch="two_eyes_to_face" if spec.eyes == 2 else "eye_to_face")
     return root
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .paths import CELEBA, REPO, SHARED, VGG_FILE, need  # noqa: F401  (re-exported for older imports)
+from .paths import CELEBA, need
 
 
 @pytest.fixture(scope="session")

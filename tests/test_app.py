@@ -3,6 +3,8 @@ handlers behind the page called directly."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import re
@@ -19,15 +21,20 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from eye2face_app.comparison import EYE_LABEL, photo_comparison
+from eye2face_app.handlers import Handlers
+from eye2face_app.models import MODELS, NOT_INSTALLED, ModelSpec, load_pipeline, weights_markdown, whole_sentences
+from eye2face_app.refusals import KINDS, sentence
 from eye2face_hub import EyeToFace, EyeToFacePipeline
 from eye2face_hub.data import EYE_SIZE, FACE_SIZE, crop, detect
+from eye2face_hub.grid import CAPTION, GAP, HEADER, TILE
+from eye2face_hub.pipeline import resize_eye
 from tests.app_fixtures import (
     ROOT,
     FakeHub,
     app_process,
     blur,
     clean_env,
-    import_app,
     make_model,
     make_weights,
     read_png,
@@ -35,10 +42,9 @@ from tests.app_fixtures import (
 )
 
 ASTRONAUT = skimage.data.astronaut()
-app = import_app()
 # The models every app has; the optional ones (GAN presets, the two-eye model) have their own tests below, on
 # weights that hold them (make_weights(..., optional=True)). `weights` holds only these, as weights/ does today.
-REQUIRED = {name: spec for name, spec in app.MODELS.items() if not spec.optional}
+REQUIRED = {name: spec for name, spec in MODELS.items() if not spec.optional}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,7 @@ def reference(weights) -> EyeToFacePipeline:
 
 @pytest.fixture(scope="module")
 def handlers(weights):
-    return app.Handlers(*app.load_pipeline(env={}, weights_dir=weights))
+    return Handlers(*load_pipeline(env={}, weights_dir=weights))
 
 
 @pytest.fixture(scope="module")
@@ -126,20 +132,20 @@ def test_generate_api_returns_each_eye_crop_each_models_face_and_the_real_face(c
     expected = reference(str(photos["astronaut"]), eyes="both")
     assert [r.side for r in expected.eyes] == ["left", "right"], "the astronaut photo should give both eyes"
     details = out["details"]
-    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"]
+    assert details["columns"] == [EYE_LABEL, *model_columns(), "real face"]
     assert details["models"] == list(REQUIRED) and details["rows"] == ["left eye", "right eye"]
     assert details["face_box"] == list(expected.face_box)
     assert [e["box"] for e in details["eyes"]] == [list(r.box) for r in expected.eyes]
     assert details["photo_size"] == list(ASTRONAUT.shape[1::-1])
     rows = tiles(out["comparison"], details)
     for row, r in zip(rows, expected.eyes, strict=True):
-        eye_tile_holds(row[app.EYE_LABEL], r.eye)
+        eye_tile_holds(row[EYE_LABEL], r.eye)
         for name, spec in REQUIRED.items():
             np.testing.assert_array_equal(row[spec.label], r.faces[name], err_msg=f"{r.side} eye, {name} model")
         np.testing.assert_array_equal(row["real face"], expected.real_face)
     faces = [row[label] for row in rows for label in model_columns()]
     assert len({f.tobytes() for f in faces}) == len(faces), "two models or two eyes gave the same face"
-    header = read_png(out["comparison"])[: app.HEADER]
+    header = read_png(out["comparison"])[: HEADER]
     for x, _, w, _ in details["tiles"][0]:
         assert (header[:, x : x + w] < 128).any(), "a column has no label"
     assert Path(out["comparison"]).suffix == ".png"
@@ -152,7 +158,7 @@ def test_one_eye_only(client, reference, photos, side):
     (expected,) = reference(str(photos["astronaut"]), eyes=side).eyes
     assert out["details"]["rows"] == [f"{side} eye"]
     (row,) = tiles(out["comparison"], out["details"])
-    eye_tile_holds(row[app.EYE_LABEL], expected.eye)
+    eye_tile_holds(row[EYE_LABEL], expected.eye)
     for name, spec in REQUIRED.items():
         np.testing.assert_array_equal(row[spec.label], expected.faces[name])
 
@@ -203,17 +209,17 @@ def test_eye_crop_api(client, reference, tmp_path):
     eye = reference(ASTRONAUT).eyes[0].eye
     Image.fromarray(eye).save(tmp_path / "eye.png")
     comparison, details, status = client.predict(handle_file(str(tmp_path / "eye.png")), api_name="/generate_from_eye")
-    assert details["columns"] == [app.EYE_LABEL, *model_columns()] and details["crop_size"] == [EYE_SIZE, EYE_SIZE]
+    assert details["columns"] == [EYE_LABEL, *model_columns()] and details["crop_size"] == [EYE_SIZE, EYE_SIZE]
     (row,) = tiles(comparison, details)
     faces = reference.generate([eye])
-    eye_tile_holds(row[app.EYE_LABEL], eye)
+    eye_tile_holds(row[EYE_LABEL], eye)
     for name, spec in REQUIRED.items():
         np.testing.assert_array_equal(row[spec.label], faces[name][0])
     # A larger, non-square crop is resized to what the models take, and the person is told.
     Image.fromarray(ASTRONAUT[80:130, 180:270]).save(tmp_path / "wide.png")
     comparison, details, status = client.predict(handle_file(str(tmp_path / "wide.png")), api_name="/generate_from_eye")
     (row,) = tiles(comparison, details)
-    assert row[app.EYE_LABEL].shape == (FACE_SIZE, FACE_SIZE, 3) and "90x50" in status and "square" in status
+    assert row[EYE_LABEL].shape == (FACE_SIZE, FACE_SIZE, 3) and "90x50" in status and "square" in status
     # Eye crops smaller than the 32x32 the models take are fine (the detector's own boxes often are); tiny ones are not.
     Image.fromarray(ASTRONAUT[88:108, 190:210]).save(tmp_path / "small.png")
     _, details, status = client.predict(handle_file(str(tmp_path / "small.png")), api_name="/generate_from_eye")
@@ -243,13 +249,13 @@ def test_each_request_logs_one_line_without_file_names(client, photos, tmp_path,
 
 def test_a_full_queue_is_a_clear_message(weights, photos, monkeypatch):
     """Beyond the queue's size, requests are refused with Gradio's "queue is full" message, not left hanging."""
-    slow = app.Handlers.photo_result
+    slow = Handlers.photo_result
 
     def photo_result(self, *args):
         time.sleep(0.5)  # hold the one running request, so that the queue fills
         return slow(self, *args)
 
-    monkeypatch.setattr(app.Handlers, "photo_result", photo_result)
+    monkeypatch.setattr(Handlers, "photo_result", photo_result)
     with served_app(weights, queue_size=2) as url:
         clients = [Client(url, verbose=False, analytics_enabled=False, download_files=False) for _ in range(8)]
         results, barrier = [None] * 8, threading.Barrier(8)
@@ -276,13 +282,26 @@ def test_a_full_queue_is_a_clear_message(weights, photos, monkeypatch):
 
 
 def test_the_page_shows_the_result_the_photo_with_its_boxes_and_enables_the_download(handlers, reference, photos):
-    comparison, annotated, download, status = handlers.generate_page(str(photos["astronaut"]))
+    shown, annotated, download, status = handlers.generate_page(str(photos["astronaut"]))
     expected = reference(str(photos["astronaut"]))
     np.testing.assert_array_equal(read_png(annotated), expected.annotated())
     assert not np.array_equal(read_png(annotated), ASTRONAUT), "the boxes are not drawn"
-    assert download.value["path"] == comparison and download.interactive is True
-    np.testing.assert_array_equal(read_png(comparison), handlers.photo_comparison(expected))
+    comparison = photo_comparison(expected)
+    assert shown == comparison.html() and download.interactive is True
+    np.testing.assert_array_equal(read_png(download.value["path"]), comparison.image())  # the labels drawn in
     assert "Face found" in status and "as analysed, 512x512." in status
+
+
+def test_the_page_shows_the_labels_as_text_and_each_tile_as_a_lossless_image(handlers, reference, photos):
+    shown = handlers.generate_page(str(photos["astronaut"]))[0]
+    comparison = photo_comparison(reference(str(photos["astronaut"])))
+    labels = re.findall(r'<div class="e2f-label">([^<]*)</div>', shown)
+    assert labels == comparison.columns and comparison.row_names == ["left eye", "right eye"]
+    images = re.findall(r'<img alt="([^"]*)" title="[^"]*" src="data:image/png;base64,([^"]*)"', shown)
+    tiles = [(label, tile) for _, row in comparison.rows for label, tile in zip(comparison.columns, row) if tile is not None]
+    assert [label for label, _ in images] == [label for label, _ in tiles]
+    for (_, data), (_, tile) in zip(images, tiles):
+        np.testing.assert_array_equal(read_png(io.BytesIO(base64.b64decode(data))), tile)
 
 
 def test_the_status_says_when_positions_refer_to_a_scaled_down_copy(handlers, tmp_path):
@@ -296,7 +315,7 @@ def test_the_status_says_when_positions_refer_to_a_scaled_down_copy(handlers, tm
                                           ("no_eyes", "No eye found"), (None, "Nothing to work on")])
 def test_the_page_keeps_a_refusal_in_the_status_and_clears_the_outputs(handlers, photos, photo, title):
     comparison, annotated, download, status = handlers.generate_page(str(photos[photo]) if photo else None)
-    assert comparison is None and annotated is None
+    assert comparison == "" and annotated is None
     assert download.value is None and download.interactive is False
     assert title in status and len(status) > len(title) + 20, status
 
@@ -307,7 +326,7 @@ def test_the_eye_crop_page_replaces_an_earlier_result_with_the_refusal(handlers,
     assert comparison and download.interactive and "28x28" in status
     Image.fromarray(ASTRONAUT[88:92, 190:194]).save(tmp_path / "tiny.png")
     comparison, download, status = handlers.generate_from_eye_page(str(tmp_path / "tiny.png"))
-    assert comparison is None and download.interactive is False
+    assert comparison == "" and download.interactive is False
     assert "Not a usable image" in status and "4x4" in status and "28x28" not in status
 
 
@@ -319,7 +338,7 @@ def test_live_endpoint_frame_by_frame(handlers, reference):
     annotated, comparison, status, has_result = handlers.live(data_url_frame(ASTRONAUT), "both", has_result)
     expected = reference(ASTRONAUT)
     np.testing.assert_array_equal(read_png(annotated), expected.annotated())
-    np.testing.assert_array_equal(read_png(comparison), handlers.photo_comparison(expected))
+    assert comparison == photo_comparison(expected).html()
     assert has_result and "left eye and right eye" in status
     annotated, comparison, status, has_result = handlers.live(data_url_frame(skimage.data.chelsea()), "both", has_result)
     assert annotated == gr.skip() and comparison == gr.skip() and has_result
@@ -328,9 +347,6 @@ def test_live_endpoint_frame_by_frame(handlers, reference):
 
 def data_url_frame(rgb: np.ndarray) -> dict:
     """A webcam frame as the browser streams it: an inline data: URL."""
-    import base64
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return {"url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), "path": None}
@@ -341,54 +357,33 @@ def test_adding_a_model_is_one_entry_in_models(weights, tmp_path, photos, monkey
     for spec in REQUIRED.values():
         (tmp_path / spec.folder).symlink_to(weights / spec.folder)
     third = make_model(tmp_path / "eye2face-third", "third", seed=5)
-    monkeypatch.setitem(app.MODELS, "third", app.ModelSpec("third model", "EYE2FACE_THIRD_MODEL", "eye2face-third"))
-    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=tmp_path))
+    monkeypatch.setitem(MODELS, "third", ModelSpec("third model", "EYE2FACE_THIRD_MODEL", "eye2face-third"))
+    handlers = Handlers(*load_pipeline(env={}, weights_dir=tmp_path))
     comparison, details, _ = handlers.generate(str(photos["astronaut"]))
-    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "third model", "real face"]
+    assert details["columns"] == [EYE_LABEL, *model_columns(), "third model", "real face"]
     result = EyeToFacePipeline({"third": third})(str(photos["astronaut"]))
     for row, r in zip(tiles(comparison, details), result.eyes, strict=True):
         np.testing.assert_array_equal(row["third model"], r.faces["third"])
-    assert "third model" in app._weights_markdown(handlers.sources)
-
-
-def test_the_comparison_takes_any_number_of_rows_and_columns():
-    """Rows of any length (a blank tile where a column has nothing for that row), labels that do not fit shrink."""
-    face = np.random.default_rng(0).integers(0, 256, (FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
-    eye = face[::4, ::4]
-    labels = ["eye", "a model with a long name, longer than its tile", "c", "d", "e"]
-    image = app.comparison_image([("one", [eye, face, None, face, None]), ("two", [None, None, face, None, face])], labels)
-    boxes = app.tile_boxes(2, 5)
-    assert image.shape == (app.HEADER + 2 * (app.CAPTION + app.TILE), 5 * app.TILE + 4 * app.GAP, 3)
-    for (r, c), expected in {(0, 1): face, (0, 3): face, (1, 2): face, (1, 4): face}.items():
-        x, y, w, h = boxes[r][c]
-        np.testing.assert_array_equal(image[y : y + h, x : x + w], expected)
-    for r, c in [(0, 2), (0, 4), (1, 0), (1, 1), (1, 3)]:
-        x, y, w, h = boxes[r][c]
-        assert (image[y : y + h, x : x + w] == 255).all()
-    eye_tile_holds(image[boxes[0][0][1] : boxes[0][0][1] + app.TILE, : app.TILE], eye)
-    x = boxes[0][2][0]
-    assert (image[: app.HEADER, x - app.GAP : x] == 255).all(), "a long label runs into the next column"
-    with pytest.raises(ValueError, match="3 tiles for 5 columns"):
-        app.comparison_image([("short", [eye, face, face])], labels)
+    assert "third model" in weights_markdown(handlers.sources)
 
 
 def test_messages_read_as_sentences():
-    assert app._sentence("no face was found: use a photo") == "No face was found: use a photo."
-    assert app._sentence("empty.jpg is empty (0 bytes)") == "empty.jpg is empty (0 bytes)."
+    assert sentence("no face was found: use a photo") == "No face was found: use a photo."
+    assert sentence("empty.jpg is empty (0 bytes)") == "empty.jpg is empty (0 bytes)."
     long = "First sentence. " * 10 + "Second one, " + "very " * 200 + "long."
-    cut = app._whole_sentences(long, limit=600)
+    cut = whole_sentences(long, limit=600)
     assert cut.endswith("First sentence. [...]") and len(cut) < 600
 
 
 # --------------------------------------------------------------- the optional models: GAN presets, the two-eye model
 
-OPTIONAL = [name for name, spec in app.MODELS.items() if spec.optional]
-GANS = [name for name in OPTIONAL if app.MODELS[name].eyes == 1]  # wgan-gp, feature-gan: added on request
-(TWO_EYES,) = [name for name, spec in app.MODELS.items() if spec.eyes == 2]
+OPTIONAL = [name for name, spec in MODELS.items() if spec.optional]
+GANS = [name for name in OPTIONAL if MODELS[name].eyes == 1]  # wgan-gp, feature-gan: added on request
+(TWO_EYES,) = [name for name, spec in MODELS.items() if spec.eyes == 2]
 
 
 def label(name: str) -> str:
-    return app.MODELS[name].label
+    return MODELS[name].label
 
 
 @pytest.fixture(scope="module")
@@ -399,12 +394,12 @@ def all_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def all_reference(all_weights) -> EyeToFacePipeline:
-    return EyeToFacePipeline.from_pretrained({name: str(all_weights / spec.folder) for name, spec in app.MODELS.items()})
+    return EyeToFacePipeline.from_pretrained({name: str(all_weights / spec.folder) for name, spec in MODELS.items()})
 
 
 @pytest.fixture(scope="module")
 def all_handlers(all_weights):
-    return app.Handlers(*app.load_pipeline(env={}, weights_dir=all_weights))
+    return Handlers(*load_pipeline(env={}, weights_dir=all_weights))
 
 
 @pytest.fixture(scope="module")
@@ -439,30 +434,30 @@ def test_the_app_serves_the_extra_models_through_the_api(all_client, all_referen
     comparison, details, _ = all_client.predict(astronaut, "both", [*REQUIRED, *GANS], api_name="/generate")
     expected = all_reference(str(photos["astronaut"]))
     assert details["models"] == [*REQUIRED, *GANS] and details["rows"] == ["left eye", "right eye"]
-    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "WGAN-GP", "feature + GAN", "real face"]
+    assert details["columns"] == [EYE_LABEL, *model_columns(), "WGAN-GP", "feature + GAN", "real face"]
     rows = tiles(comparison, details)
     for row, r in zip(rows, expected.eyes, strict=True):
-        eye_tile_holds(row[app.EYE_LABEL], r.eye)
+        eye_tile_holds(row[EYE_LABEL], r.eye)
         for name in details["models"]:
             np.testing.assert_array_equal(row[label(name)], r.faces[name], err_msg=f"{r.side} eye, {name} model")
     faces = [row[label(name)].tobytes() for row in rows for name in details["models"]]
     assert len(set(faces)) == len(faces), "two models or two eyes gave the same face"
 
     comparison, details, _ = all_client.predict(astronaut, "right", ["feature-gan"], api_name="/generate")
-    assert details["columns"] == [app.EYE_LABEL, "feature + GAN", "real face"] and details["rows"] == ["right eye"]
+    assert details["columns"] == [EYE_LABEL, "feature + GAN", "real face"] and details["rows"] == ["right eye"]
     (row,) = tiles(comparison, details)
     (right,) = all_reference(str(photos["astronaut"]), eyes="right").eyes  # the same batch as the app's: one crop
     np.testing.assert_array_equal(row["feature + GAN"], right.faces["feature-gan"])
 
-    _, details, _ = all_client.predict(astronaut, "both", api_name="/generate")  # an API call written before
-    assert details["models"] == list(REQUIRED) and details["rows"] == ["left eye", "right eye"]
-    assert details["columns"] == [app.EYE_LABEL, *model_columns(), "real face"]
+    _, details, _ = all_client.predict(astronaut, "both", api_name="/generate")  # the default models, as on the page
+    assert details["models"] == [*REQUIRED, TWO_EYES] and details["rows"] == ["left eye", "right eye", "both eyes"]
+    assert details["columns"] == [EYE_LABEL, *model_columns(), label(TWO_EYES), "real face"]
 
     eye = expected.eyes[0].eye
     Image.fromarray(eye).save(tmp_path / "eye.png")
     comparison, details, _ = all_client.predict(handle_file(str(tmp_path / "eye.png")), models=GANS,
                                                 api_name="/generate_from_eye")
-    assert details["columns"] == [app.EYE_LABEL, "WGAN-GP", "feature + GAN"]
+    assert details["columns"] == [EYE_LABEL, "WGAN-GP", "feature + GAN"]
     (row,) = tiles(comparison, details)
     faces = all_reference.generate([eye])
     for name in GANS:
@@ -477,10 +472,10 @@ def test_the_api_returns_the_two_eye_face_for_the_astronaut_photo(all_client, al
     expected = all_reference(str(photos["astronaut"]))
     assert set(expected.both_eyes) == {TWO_EYES}
     assert details["rows"] == ["left eye", "right eye", "both eyes"] and details["models"] == [*REQUIRED, TWO_EYES]
-    assert details["columns"] == [app.EYE_LABEL, *model_columns(), label(TWO_EYES), "real face"]
+    assert details["columns"] == [EYE_LABEL, *model_columns(), label(TWO_EYES), "real face"]
     left, right, both = tiles(comparison, details)
     np.testing.assert_array_equal(both[label(TWO_EYES)], expected.both_eyes[TWO_EYES])
-    eye_pair_holds(both[app.EYE_LABEL], expected.eyes[0].eye, expected.eyes[1].eye)
+    eye_pair_holds(both[EYE_LABEL], expected.eyes[0].eye, expected.eyes[1].eye)
     np.testing.assert_array_equal(both["real face"], expected.real_face)
     assert all(blank(both[column]) for column in model_columns())
     for row, r in ((left, expected.eyes[0]), (right, expected.eyes[1])):
@@ -494,21 +489,47 @@ def test_the_api_returns_the_two_eye_face_for_the_astronaut_photo(all_client, al
     # One eye chosen: its row, and the two-eye face, still from both crops.
     comparison, details, _ = all_client.predict(astronaut, "right", [TWO_EYES], api_name="/generate")
     assert details["rows"] == ["right eye", "both eyes"]
-    assert details["columns"] == [app.EYE_LABEL, label(TWO_EYES), "real face"]
+    assert details["columns"] == [EYE_LABEL, label(TWO_EYES), "real face"]
     right, both = tiles(comparison, details)
-    eye_tile_holds(right[app.EYE_LABEL], expected.eyes[1].eye) and blank(right[label(TWO_EYES)])
-    eye_pair_holds(both[app.EYE_LABEL], expected.eyes[0].eye, expected.eyes[1].eye)
+    eye_tile_holds(right[EYE_LABEL], expected.eyes[1].eye) and blank(right[label(TWO_EYES)])
+    eye_pair_holds(both[EYE_LABEL], expected.eyes[0].eye, expected.eyes[1].eye)
     np.testing.assert_array_equal(both[label(TWO_EYES)], expected.both_eyes[TWO_EYES])
 
 
 def test_when_only_one_eye_is_found_the_page_says_why_there_is_no_two_eye_face(all_handlers, one_eye_photo):
-    comparison, _, _, status = all_handlers.generate_page(str(one_eye_photo))  # the page's default models
+    _, _, download, status = all_handlers.generate_page(str(one_eye_photo))  # the default models
     assert "only the left eye was found, so there is no two-eye face: it needs both eyes" in status
-    assert read_png(comparison).shape[:2] == (app.HEADER + app.CAPTION + app.TILE, 4 * app.TILE + 3 * app.GAP), \
+    assert read_png(download.value["path"]).shape[:2] == (HEADER + CAPTION + TILE, 4 * TILE + 3 * GAP), \
         "one row (the left eye) and no two-eye column: eye crop, L1, feature, real face"
     _, details, status = all_handlers.generate(str(one_eye_photo), "both", [TWO_EYES, "feature"])
     assert details["rows"] == ["left eye"] and label(TWO_EYES) not in details["columns"]
     assert any("no two-eye face" in note for note in details["notes"]) and "no two-eye face" in status
+
+
+def test_with_one_eye_chosen_the_status_and_the_boxes_name_both_crops_the_two_eye_model_used(all_handlers, photos):
+    result = all_handlers.photo_result(str(photos["astronaut"]), "left", ["feature", TWO_EYES])
+    (left,) = result.eyes
+    right = next(box for box in result.both_eyes_boxes if box != left.box)
+    status = all_handlers.photo_status(result)
+    x, y, w, h = right
+    assert "eye crops used:** left eye at" in status and f"also used the right eye at x={x}, y={y} ({w}x{h} px)" in status
+    drawn = result.annotated() != result.photo
+    assert drawn[y, x : x + w].any(), "the right eye's box, used by the two-eye model, is not drawn"
+    result = all_handlers.photo_result(str(photos["astronaut"]), "left", ["feature"])
+    assert "right eye" not in all_handlers.photo_status(result)
+    assert not (result.annotated() != result.photo)[y, x : x + w].any(), "a box drawn for an eye nothing used"
+
+
+def test_every_endpoint_takes_the_same_models_input_so_defaults_agree(all_url):
+    config = json.load(urllib.request.urlopen(all_url + "config", timeout=10))
+    by_id = {c["id"]: c for c in config["components"]}
+    models_inputs = {}
+    for dep in config["dependencies"]:
+        if dep.get("api_name") in ("generate", "generate_from_eye", "live"):
+            (choice,) = [i for i in dep["inputs"] if by_id[i]["type"] == "checkboxgroup"]
+            models_inputs[dep["api_name"]] = choice
+    assert len(models_inputs) == 3 and len(set(models_inputs.values())) == 1, models_inputs
+    assert by_id[models_inputs["live"]]["props"]["value"] == [*REQUIRED, TWO_EYES]
 
 
 def test_the_eye_crop_api_takes_two_crops_for_the_two_eye_model(all_client, all_reference, tmp_path):
@@ -520,17 +541,17 @@ def test_the_eye_crop_api_takes_two_crops_for_the_two_eye_model(all_client, all_
     comparison, details, status = all_client.predict(left_file, right_file, ["feature", TWO_EYES],
                                                      api_name="/generate_from_eye")
     assert details["rows"] == ["left eye", "right eye", "both eyes"]
-    assert details["columns"] == [app.EYE_LABEL, label("feature"), label(TWO_EYES)]
+    assert details["columns"] == [EYE_LABEL, label("feature"), label(TWO_EYES)]
     assert details["crop_sizes"] == [[lw, lh], [rw, rh]] and f"{lw}x{lh}" in status and f"{rw}x{rh}" in status
     rows = tiles(comparison, details)
     faces = all_reference.generate([left, right])
-    as_seen = [cv2_resize(left), cv2_resize(right)]
+    as_seen = [resize_eye(left), resize_eye(right)]
     for i, row in enumerate(rows[:2]):
-        eye_tile_holds(row[app.EYE_LABEL], as_seen[i])
+        eye_tile_holds(row[EYE_LABEL], as_seen[i])
         np.testing.assert_array_equal(row[label("feature")], faces["feature"][i])
         assert blank(row[label(TWO_EYES)])
     np.testing.assert_array_equal(rows[2][label(TWO_EYES)], all_reference.generate_from_both_eyes(left, right)[TWO_EYES])
-    eye_pair_holds(rows[2][app.EYE_LABEL], *as_seen)
+    eye_pair_holds(rows[2][EYE_LABEL], *as_seen)
     assert blank(rows[2][label("feature")])
 
     # One crop: the two-eye model alone cannot make a face; beside a one-eye model, the status says what to add.
@@ -538,31 +559,25 @@ def test_the_eye_crop_api_takes_two_crops_for_the_two_eye_model(all_client, all_
         all_client.predict(left_file, None, [TWO_EYES], api_name="/generate_from_eye")
     assert error.value.title == "Two eye crops needed" and "other eye" in error.value.message
     _, details, status = all_client.predict(left_file, models=["l1", TWO_EYES], api_name="/generate_from_eye")
-    assert details["rows"] == ["eye crop"] and details["columns"] == [app.EYE_LABEL, label("l1")]
+    assert details["rows"] == ["eye crop"] and details["columns"] == [EYE_LABEL, label("l1")]
     assert "The two-eye model needs both eyes" in status
-
-
-def cv2_resize(eye: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(eye, (EYE_SIZE, EYE_SIZE))  # as the pipeline resizes crops
 
 
 def test_the_page_compares_its_default_models_and_the_ones_a_person_adds(all_handlers, all_reference, photos):
     """The page: the research's pair and the two-eye row unless the person chooses otherwise, in all three tabs."""
     photo = str(photos["astronaut"])
-    assert all_handlers.page_models == [*REQUIRED, TWO_EYES] and all_handlers.api_models == list(REQUIRED)
-    default = EyeToFacePipeline({name: all_reference.models[name] for name in all_handlers.page_models})(photo)
-    comparison, _, _, status = all_handlers.generate_page(photo)
-    np.testing.assert_array_equal(read_png(comparison), all_handlers.photo_comparison(default))
-    assert read_png(comparison).shape[:2] == (app.HEADER + 3 * (app.CAPTION + app.TILE), 5 * app.TILE + 4 * app.GAP)
-    comparison, _, _, _ = all_handlers.generate_page(photo, "both", ["l1", "wgan-gp"])
-    assert read_png(comparison).shape[:2] == (app.HEADER + 2 * (app.CAPTION + app.TILE), 4 * app.TILE + 3 * app.GAP)
-    comparison, _, download, status = all_handlers.generate_page(photo, "both", [])
-    assert comparison is None and not download.interactive and "No model chosen" in status
+    assert all_handlers.default_models == [*REQUIRED, TWO_EYES]
+    default = photo_comparison(EyeToFacePipeline({n: all_reference.models[n] for n in all_handlers.default_models})(photo))
+    shown, _, download, status = all_handlers.generate_page(photo)
+    assert shown == default.html()
+    assert read_png(download.value["path"]).shape[:2] == (HEADER + 3 * (CAPTION + TILE), 5 * TILE + 4 * GAP)
+    _, _, download, _ = all_handlers.generate_page(photo, "both", ["l1", "wgan-gp"])
+    assert read_png(download.value["path"]).shape[:2] == (HEADER + 2 * (CAPTION + TILE), 4 * TILE + 3 * GAP)
+    shown, _, download, status = all_handlers.generate_page(photo, "both", [])
+    assert shown == "" and not download.interactive and "No model chosen" in status
 
-    _, comparison, status, _ = all_handlers.live(data_url_frame(ASTRONAUT), "both", False, all_handlers.page_models)
-    np.testing.assert_array_equal(read_png(comparison), all_handlers.photo_comparison(default))
+    _, shown, status, _ = all_handlers.live(data_url_frame(ASTRONAUT), "both", False, all_handlers.default_models)
+    assert shown == default.html()
     assert "one face from both eyes" in status
     _, _, status, has_result = all_handlers.live(data_url_frame(ASTRONAUT), "both", False, [])
     assert not has_result and "Choose at least one model" in status
@@ -586,17 +601,17 @@ def test_the_page_says_what_each_model_is_and_which_optional_ones_are_not_instal
     not_installed = page["weights"]["value"].split("**Not installed**")[1]
     assert "\n" not in not_installed.strip(), "one line"
     assert all(label(name) in not_installed for name in OPTIONAL) and not any(label(n) in not_installed for n in REQUIRED)
-    assert [line.split("**")[1] for line in page["models"]["value"].splitlines()] == model_columns()
+    assert [line.split("**")[1] for line in page["models"]["value"].splitlines()[1:]] == model_columns()
     assert page["models-to-compare"]["visible"] is False, "nothing to add to the research's pair"
 
     page = page_config(all_url)
     assert "Not installed" not in page["weights"]["value"]
-    lines = page["models"]["value"].splitlines()
-    assert [line.split("**")[1] for line in lines] == [label(name) for name in app.MODELS]
-    assert all(app.MODELS[name].about in line and len(line) < 200 for name, line in zip(app.MODELS, lines))
+    lines = page["models"]["value"].splitlines()[1:]
+    assert [line.split("**")[1] for line in lines] == [label(name) for name in MODELS]
+    assert all(MODELS[name].about in line and len(line) < 200 for name, line in zip(MODELS, lines))
     choice = page["models-to-compare"]
     assert choice["visible"] is not False and choice["value"] == [*REQUIRED, TWO_EYES]
-    assert [value for _, value in choice["choices"]] == list(app.MODELS)
+    assert [value for _, value in choice["choices"]] == list(MODELS)
 
 
 @pytest.mark.parametrize("models, title, message", [
@@ -612,30 +627,30 @@ def test_a_model_the_app_cannot_serve_is_refused_clearly(client, photos, models,
 
 
 def test_optional_models_load_when_there_and_are_left_out_when_not(weights, all_weights, tmp_path):
-    pipeline, sources = app.load_pipeline(env={}, weights_dir=weights)
-    handlers = app.Handlers(pipeline, sources)
+    pipeline, sources = load_pipeline(env={}, weights_dir=weights)
+    handlers = Handlers(pipeline, sources)
     assert list(pipeline.models) == list(REQUIRED) and handlers.installed == list(REQUIRED)
-    assert handlers.missing == {name: app.NOT_INSTALLED for name in OPTIONAL}
+    assert handlers.missing == {name: NOT_INSTALLED for name in OPTIONAL}
     # Named by their environment variables but unusable (missing; a one-eye model in the two-eye model's place):
     # still left out, and the page says why.
     env = {"EYE2FACE_WGAN_GP_MODEL": str(tmp_path / "nowhere"), "EYE2FACE_TWO_EYES_MODEL": str(weights / "eye2face-l1")}
-    pipeline, sources = app.load_pipeline(env=env, weights_dir=weights)
+    pipeline, sources = load_pipeline(env=env, weights_dir=weights)
     assert list(pipeline.models) == list(REQUIRED)
     assert "nowhere" in sources["wgan-gp"] and "could not be loaded" in sources["wgan-gp"]
     assert "it is a one-eye model" in sources[TWO_EYES]
-    handlers = app.Handlers(pipeline, sources)
-    line = app._weights_markdown(handlers.sources, handlers.missing)
+    handlers = Handlers(pipeline, sources)
+    line = weights_markdown(handlers.sources, handlers.missing)
     assert "WGAN-GP (`" in line and "nowhere" in line and "one-eye model" in line
     # Named by its environment variable and usable: in, and the page says where from.
     env = {"EYE2FACE_FEATURE_GAN_MODEL": str(all_weights / "eye2face-feature-gan")}
-    pipeline, sources = app.load_pipeline(env=env, weights_dir=weights)
+    pipeline, sources = load_pipeline(env=env, weights_dir=weights)
     assert list(pipeline.models) == [*REQUIRED, "feature-gan"] and "EYE2FACE_FEATURE_GAN_MODEL" in sources["feature-gan"]
     # All bundled: all in, each with the preset its entry expects (the two-eye model's is "feature"): no warning.
-    pipeline, sources = app.load_pipeline(env={}, weights_dir=all_weights)
-    assert list(pipeline.models) == list(app.MODELS) and not [s for s in sources.values() if "warning" in s]
+    pipeline, sources = load_pipeline(env={}, weights_dir=all_weights)
+    assert list(pipeline.models) == list(MODELS) and not [s for s in sources.values() if "warning" in s]
     assert pipeline.models[TWO_EYES].eyes == 2 and all(pipeline.models[n].eyes == 1 for n in (*REQUIRED, *GANS))
     # A two-eye model in a one-eye model's place is refused: the bundled one serves, and the page says why.
-    _, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": str(all_weights / "eye2face-two-eyes")}, weights_dir=weights)
+    _, sources = load_pipeline(env={"EYE2FACE_L1_MODEL": str(all_weights / "eye2face-two-eyes")}, weights_dir=weights)
     assert sources["l1"].startswith("bundled") and "it is a two-eye model" in sources["l1"]
 
 
@@ -643,7 +658,7 @@ def test_optional_models_load_when_there_and_are_left_out_when_not(weights, all_
 
 
 def test_models_load_from_the_bundled_folders_by_default(weights, reference):
-    pipeline, sources = app.load_pipeline(env={}, weights_dir=weights)
+    pipeline, sources = load_pipeline(env={}, weights_dir=weights)
     for name, spec in REQUIRED.items():
         assert sources[name].startswith("bundled") and spec.folder in sources[name]
         for a, b in zip(pipeline.models[name].state_dict().values(), reference.models[name].state_dict().values()):
@@ -652,12 +667,12 @@ def test_models_load_from_the_bundled_folders_by_default(weights, reference):
 
 def test_an_environment_variable_names_another_model(weights, tmp_path):
     other = make_model(tmp_path / "other-l1", "l1", seed=7)
-    pipeline, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": str(tmp_path / "other-l1")}, weights_dir=weights)
+    pipeline, sources = load_pipeline(env={"EYE2FACE_L1_MODEL": str(tmp_path / "other-l1")}, weights_dir=weights)
     assert "other-l1" in sources["l1"] and sources["feature"].startswith("bundled")
     assert torch_equal(pipeline.models["l1"].to_rgb.weight, other.to_rgb.weight)
     # A model whose config says it was trained with the other loss is loaded, with a warning in the UI.
     make_model(tmp_path / "actually-feature", "feature", seed=8)
-    _, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": str(tmp_path / "actually-feature")}, weights_dir=weights)
+    _, sources = load_pipeline(env={"EYE2FACE_L1_MODEL": str(tmp_path / "actually-feature")}, weights_dir=weights)
     assert "warning" in sources["l1"] and "'feature'" in sources["l1"]
 
 
@@ -667,7 +682,7 @@ def test_offline_falls_back_to_the_bundled_weights_without_a_request(weights, mo
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: pytest.fail("a request while offline"))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", _cache_only(huggingface_hub.hf_hub_download))
-    _, sources = app.load_pipeline(env={"EYE2FACE_L1_MODEL": "eye2face/not-cached-here"}, weights_dir=weights)
+    _, sources = load_pipeline(env={"EYE2FACE_L1_MODEL": "eye2face/not-cached-here"}, weights_dir=weights)
     assert sources["l1"].startswith("bundled") and "eye2face/not-cached-here" in sources["l1"]
 
 
@@ -681,14 +696,14 @@ def _cache_only(download):
 
 def test_no_model_anywhere_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="EYE2FACE_L1_MODEL"):
-        app.load_pipeline(env={}, weights_dir=tmp_path)
+        load_pipeline(env={}, weights_dir=tmp_path)
 
 
 def test_bundled_weights_of_the_repository_load():
     if not (ROOT / "weights" / "eye2face-l1" / "model.safetensors").is_file():
         pytest.skip("weights/eye2face-l1 is not in this checkout yet (the trained weights are committed separately)")
-    pipeline, sources = app.load_pipeline(env={}, weights_dir=ROOT / "weights")
-    bundled = [name for name, spec in app.MODELS.items() if (ROOT / "weights" / spec.folder / "model.safetensors").is_file()]
+    pipeline, sources = load_pipeline(env={}, weights_dir=ROOT / "weights")
+    bundled = [name for name, spec in MODELS.items() if (ROOT / "weights" / spec.folder / "model.safetensors").is_file()]
     assert list(pipeline.models) == bundled, sources  # every bundled folder loads,
     assert not [s for s in sources.values() if "warning" in s], sources  # with the preset its entry expects
     faces = pipeline.generate([ASTRONAUT[87:115, 188:216]])
@@ -768,8 +783,8 @@ def test_python_app_py_loads_hub_models_and_falls_back_fast(space, weights, phot
          "feature": EyeToFace.from_pretrained(str(weights / "eye2face-feature"))}
     )(str(photos["astronaut"]))
     left = tiles(out["comparison"], out["details"])[0]
-    np.testing.assert_array_equal(left[app.MODELS["l1"].label], expected.eyes[0].faces["l1"])
-    np.testing.assert_array_equal(left[app.MODELS["feature"].label], expected.eyes[0].faces["feature"])
+    np.testing.assert_array_equal(left[MODELS["l1"].label], expected.eyes[0].faces["l1"])
+    np.testing.assert_array_equal(left[MODELS["feature"].label], expected.eyes[0].faces["feature"])
 
 
 def test_python_app_py_does_not_keep_uploaded_photos(space, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from eye2face_hub import InvalidImageError, NoFaceError
-from eye2face_hub.pipeline import comparison_grid, load_photo
+from eye2face_hub.pipeline import load_photo
 
 
 def test_photo_to_faces(pipe, astronaut_jpg, astronaut):
@@ -40,9 +40,3 @@ def test_bad_inputs_are_clear(pipe, tmp_path):
         pipe(np.full((300, 300, 3), 200, np.uint8))
     with pytest.raises(ValueError, match="eyes must be"):
         pipe(np.full((300, 300, 3), 200, np.uint8), eyes="middle")
-
-
-def test_comparison_grid():
-    tiles = [[np.zeros((32, 32, 3), np.uint8)] * 2, [np.full((128, 128, 3), 255, np.uint8)] * 2]
-    grid = comparison_grid(tiles, ["eye", "face"])
-    assert grid.shape == (22 + 2 * 128, 2 * 128, 3)

@@ -116,12 +116,13 @@ def test_cli_generate_takes_two_eye_crops_for_a_two_eye_model(tmp_path, astronau
         Image.fromarray(crop(astronaut, box, EYE_SIZE)).save(path)
     assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(left), str(right), "--eye-crop",
                 "--out", str(tmp_path / "out")]) == 0
-    assert Image.open(tmp_path / "out" / "left-face.png").size == (128, 128)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["left+right-face.png"], "one face, from both crops"
+    assert Image.open(tmp_path / "out" / "left+right-face.png").size == (128, 128)
     assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(left), "--eye-crop", "--out", str(tmp_path)]) != 0
     assert "is a two-eye model: give it the left and the right eye crop" in capsys.readouterr().err
     assert cli(["generate", "--model", str(tmp_path / "one"), "--image", str(left), str(right), "--eye-crop",
-                "--out", str(tmp_path)]) != 0
-    assert "is a one-eye model: give it one eye crop" in capsys.readouterr().err
+                "--out", str(tmp_path / "one-out")]) == 0  # a one-eye model: a face from each crop
+    assert sorted(p.name for p in (tmp_path / "one-out").iterdir()) == ["left-face.png", "right-face.png"]
     Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
     assert cli(["generate", "--model", str(tmp_path / "two"), "--image", str(tmp_path / "astronaut.png"),
                 "--out", str(tmp_path / "photo")]) == 0
