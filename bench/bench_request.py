@@ -1,13 +1,14 @@
-"""Space requests: a 640x640 photo with both eyes in, both models' faces out, as a visitor or a program sees them.
+"""Space requests: a 640x640 photo with both eyes in, the research's pair of models' faces out, as a visitor or a
+program sees them.
 
     python -m bench.bench_request --out /tmp/request.json [--repeat 40] [--burst 50] [--load 500] [--no-server]
+        [--baseline DIR]   # DIR: a checkout of another revision, e.g. `git worktree add /tmp/base HEAD`
 
-1. server_side, in process: /generate (Handlers.generate: detection, both models, the comparison as PNG), the page's
-   button (generate_page: also the annotated photo), their parts, and a webcam frame (Handlers.live on a 640x480 JPEG
-   data: URL, as browsers stream them); the frame rate the page asks for.
-2. round_trip via gradio_client (downloads on), two servers, requests interleaved: "new_layout" is `python app.py`;
-   "old_layout" is /generate as before issue #11 (8 images, the PNG grid as a file, a status; Pillow PNGs at level 1)
-   served by a Blocks built here on today's pipeline (--serve-old-layout), so detection and generation cost the same.
+1. server_side, in process: /generate (Handlers.generate: detection, the models, the comparison as PNG), the page's
+   button (generate_page: the comparison as HTML, its PNG download, the annotated photo), their parts, and a webcam
+   frame (Handlers.live on a 640x480 JPEG data: URL, as browsers stream them); the frame rate the page asks for.
+2. round_trip, with --baseline: the same /generate via gradio_client (downloads on) to `python app.py` of this checkout
+   and of DIR, both on this checkout's weights, requests interleaved.
 3. burst: `--burst` clients (one gradio_client.Client each) send one /generate at the same moment: failures, latency,
    queue wait and handler time as the server logged them, the server's RSS before, at peak and after.
 4. load: `--load` sequential /generate from one client to a fresh server: latency, per block of 50 too; the RSS.
@@ -23,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,67 +33,40 @@ from PIL import Image
 from skimage import data
 
 from bench import common
-from eye2face_hub.pipeline import comparison_grid
-from tests.app_fixtures import app_process, import_app, offline_env
+from tests.app_fixtures import app_process, offline_env
 
 PHOTO_SIZE = (640, 640)
+MODELS = ["l1", "feature"]  # the research's pair: what every revision of the app serves
 
 
 def server_side(photo: Path, frame: dict, repeat: int) -> dict:
-    app = import_app()
-    handlers = app.Handlers(*app.load_pipeline(env={}, weights_dir=common.WEIGHTS))
+    from app import build_demo
+    from eye2face_app.comparison import cache_png, photo_comparison
+    from eye2face_app.handlers import Handlers
+    from eye2face_app.models import load_pipeline
+
+    handlers = Handlers(*load_pipeline(env={}, weights_dir=common.WEIGHTS))
     torch.set_num_threads(1)
     payload = {"path": str(photo), "meta": {"_type": "gradio.FileData"}}
-    result = handlers.photo_result(payload)
+    result = handlers.photo_result(payload, "both", MODELS)
     assert len(result.eyes) == 2, "the bench photo must give both eyes"
-    assert handlers.live(frame, "both", False)[-1], "the webcam frame must give a face"
-    comparison = handlers.photo_comparison(result)
+    assert handlers.live(frame, "both", False, MODELS)[-1], "the webcam frame must give a face"
+    comparison = photo_comparison(result)
     samples = common.interleaved({
-        "api_generate": lambda: handlers.generate(payload),
-        "page_generate": lambda: handlers.generate_page(payload),
-        "detect_and_generate": lambda: handlers.photo_result(payload),
-        "compose_comparison": lambda: handlers.photo_comparison(result),
-        "write_comparison_png": lambda: app._cache_png(comparison, "c.png"),
-        "write_annotated_photo_png": lambda: app._cache_png(result.annotated(), "a.png"),
-        "webcam_frame": lambda: handlers.live(frame, "both", True),
+        "api_generate": lambda: handlers.generate(payload, "both", MODELS),
+        "page_generate": lambda: handlers.generate_page(payload, "both", MODELS),
+        "detect_and_generate": lambda: handlers.photo_result(payload, "both", MODELS),
+        "compose_comparison": lambda: photo_comparison(result).image(),
+        "write_comparison_png": lambda: cache_png(comparison.image(), "c.png"),
+        "comparison_html": lambda: comparison.html(),
+        "write_annotated_photo_png": lambda: cache_png(result.annotated(), "a.png"),
+        "webcam_frame": lambda: handlers.live(frame, "both", True, MODELS),
     }, repeat=repeat, warmup=3)
     ms = {k: common.stats(v, 1000) for k, v in samples.items()}
-    every = next(f for f in app.build_demo(handlers).fns.values() if f.api_name == "live").stream_every
-    return {"ms": ms, "torch_threads": 1, "webcam_fps_from_median": round(1000 / ms["webcam_frame"]["median"], 2),
+    every = next(f for f in build_demo(handlers).fns.values() if f.api_name == "live").stream_every
+    return {"ms": ms, "torch_threads": 1, "models": MODELS, "comparison_html_kb": round(len(comparison.html()) / 1024),
+            "webcam_fps_from_median": round(1000 / ms["webcam_frame"]["median"], 2),
             "webcam_stream_every_s": every, "webcam_ui_fps_cap": round(1 / every, 2) if every else None}
-
-
-def old_layout_blocks():
-    """/generate as app.py served it before issue #11: its outputs, and its PNG writer (Pillow, zlib level 1, a file
-    per image in Gradio's cache), on today's pipeline (app.Handlers.photo_result)."""
-    import gradio as gr
-
-    app = import_app()
-    handlers, names = app.Handlers(*app.load_pipeline()), ["l1", "feature"]  # the models it served
-    labels = ["eye crop", *(app.MODELS[n].label for n in names), "real face"]
-
-    def png(image, name="image.png"):
-        folder = Path(app.get_upload_folder()) / uuid.uuid4().hex
-        folder.mkdir(parents=True)
-        Image.fromarray(image).save(folder / name, compress_level=1)
-        return str(folder / name)
-
-    def run(photo, eyes="both"):
-        result = handlers.photo_result(photo, eyes)
-        per_side, rows = {r.side: r for r in result.eyes}, []
-        for side in ("left", "right"):
-            r = per_side.get(side)
-            rows += [png(x) for x in (r.eye, *(r.faces[n] for n in names))] if r else [None] * (1 + len(names))
-        grid = comparison_grid([[r.eye for r in result.eyes], *([r.faces[n] for r in result.eyes] for n in names),
-                                [result.real_face] * len(result.eyes)], labels)
-        return (png(result.annotated()), *rows, png(result.real_face), png(grid, "eye2face-results.png"),
-                app._bullets([f"Face found at {app._where(result.face_box)}.", *result.notes]))
-
-    with gr.Blocks() as blocks:
-        photo, eyes = gr.Image(type="filepath"), gr.Radio(["both", "left", "right"], value="both")
-        outputs = [gr.Image(format="png") for _ in range(2 + 2 * (1 + len(names)))] + [gr.DownloadButton(), gr.Markdown()]
-        gr.Button().click(run, [photo, eyes], outputs, api_name="generate", preprocess=False)
-    return blocks
 
 
 def _client(server, downloads: str | bool):
@@ -105,30 +78,26 @@ def _server(tmp: Path, name: str, **kwargs):
 
 
 def _predict(client, photo: Path):
-    return client.predict(handle_file(str(photo)), "both", api_name="/generate")
+    return client.predict(handle_file(str(photo)), "both", MODELS, api_name="/generate")
 
 
-def round_trip(photo: Path, repeat: int, tmp: Path) -> dict:
-    old_cmd = [sys.executable, "-m", "bench.bench_request", "--serve-old-layout"]
-    with _server(tmp, "new") as new, _server(tmp, "old", command=old_cmd) as old:
-        clients = {"old_layout": _client(old, str(tmp / "dl-old")), "new_layout": _client(new, str(tmp / "dl-new"))}
-        outputs = {k: len(_predict(c, photo)) for k, c in clients.items()}
+def round_trip(photo: Path, repeat: int, tmp: Path, baseline: Path) -> dict:
+    with _server(tmp, "this") as this, _server(tmp, "base", command=[sys.executable, str(baseline / "app.py")]) as base:
+        clients = {"baseline": _client(base, str(tmp / "dl-base")), "this": _client(this, str(tmp / "dl-this"))}
         samples = common.interleaved({k: (lambda c=c: _predict(c, photo)) for k, c in clients.items()}, repeat, warmup=2)
         for c in clients.values():
             c.close()
-        logged = re.findall(r"endpoint=generate outcome=ok ms=(\d+)", new.log())
+        logged = {k: re.findall(r"endpoint=generate outcome=ok ms=(\d+)", s.log()) for k, s in (("this", this), ("baseline", base))}
     st = {k: common.stats(v, 1000) for k, v in samples.items()}
     return {
-        "photo": f"skimage astronaut resized (bicubic) to {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, JPEG quality 90; both eyes, both models",
-        "outputs_per_request": outputs, "old_layout_ms": st["old_layout"], "new_layout_ms": st["new_layout"],
-        "ratio_new_to_old_p50": round(st["new_layout"]["median"] / st["old_layout"]["median"], 3),
-        "ratio_new_to_old_p95": round(st["new_layout"]["p95"] / st["old_layout"]["p95"], 3),
-        "target_ratio": 0.5, "target_met": st["new_layout"]["median"] <= 0.5 * st["old_layout"]["median"],
-        "new_layout_server_ms": common.stats([float(m) for m in logged]),
-        "how": "gradio_client.Client.predict(..., api_name='/generate'), downloads on; one request at a time, "
-               "old and new alternating (order rotated each round); the old layout is served by "
-               "`python -m bench.bench_request --serve-old-layout` (its outputs and PNG writer, today's pipeline); "
-               "new_layout_server_ms: the handler's time as the app logged it",
+        "photo": f"skimage astronaut resized (bicubic) to {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, JPEG quality 90; both eyes",
+        "baseline": str(baseline), "baseline_ms": st["baseline"], "this_ms": st["this"],
+        "ratio_this_to_baseline_p50": round(st["this"]["median"] / st["baseline"]["median"], 3),
+        "ratio_this_to_baseline_p95": round(st["this"]["p95"] / st["baseline"]["p95"], 3),
+        "server_logged_ms": {k: common.stats([float(m) for m in v]) for k, v in logged.items()},
+        "how": f"gradio_client.Client.predict(photo, 'both', {MODELS}, api_name='/generate'), downloads on; one request "
+               "at a time, the two servers alternating (order rotated each round); server_logged_ms: the handler's "
+               "time as each app logged it",
     }
 
 
@@ -214,11 +183,11 @@ def summary_rows(r: dict) -> list[dict]:
 
     if "round_trip" in r:
         rt = r["round_trip"]
-        old, new = rt["old_layout_ms"], rt["new_layout_ms"]
-        add("request round trip via gradio_client (640x640 photo, both eyes, both models): old layout -> new, "
-            "p50 / p95 ms (ratio p50 / p95)", f"{old['median']:.0f} / {old['p95']:.0f} -> {new['median']:.0f} / "
-            f"{new['p95']:.0f} ({rt['ratio_new_to_old_p50']} / {rt['ratio_new_to_old_p95']})", "ratio <= 0.5",
-            rt["target_met"])
+        old, new = rt["baseline_ms"], rt["this_ms"]
+        add(f"request round trip via gradio_client (640x640 photo, both eyes, {' + '.join(MODELS)}): baseline "
+            f"({rt['baseline']}) -> this checkout, p50 / p95 ms (ratio p50 / p95)", f"{old['median']:.0f} / "
+            f"{old['p95']:.0f} -> {new['median']:.0f} / {new['p95']:.0f} ({rt['ratio_this_to_baseline_p50']} / "
+            f"{rt['ratio_this_to_baseline_p95']})", "ratio <= 1", rt["ratio_this_to_baseline_p50"] <= 1)
     add("  server side, in process: /generate (API) / the page's Generate, p50 ms",
         f"{ms['api_generate']['median']:.0f} / {ms['page_generate']['median']:.0f}")
     if "webcam_frame" in ms:
@@ -246,11 +215,9 @@ def main(argv=None) -> dict:
     p.add_argument("--burst", type=int, default=50, help="concurrent clients (0: skip)")
     p.add_argument("--load", type=int, default=500, help="sequential requests (0: skip)")
     p.add_argument("--no-server", action="store_true", help="only the in-process part")
-    p.add_argument("--serve-old-layout", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--baseline", type=Path, default=None, help="a checkout to compare the round trip with")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.serve_old_layout:
-        return import_app().launch(old_layout_blocks())
     result = {"bench": "request", "started_utc": common.utc_now(), "machine": common.machine_info(1)}
     with tempfile.TemporaryDirectory(prefix="eye2face-bench-") as tmp:
         tmp = Path(tmp)
@@ -261,7 +228,7 @@ def main(argv=None) -> dict:
         frame = {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), "path": None}
         result["server_side"] = server_side(photo, frame, args.repeat)
         if not args.no_server:
-            result["round_trip"] = round_trip(photo, args.repeat, tmp)
+            result |= {"round_trip": round_trip(photo, args.repeat, tmp, args.baseline)} if args.baseline else {}
             result |= {"burst": burst(photo, args.burst, tmp)} if args.burst else {}
             result |= {"load": load(photo, args.load, tmp)} if args.load else {}
     result["finished_utc"] = common.utc_now()

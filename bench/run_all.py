@@ -3,6 +3,7 @@ one results file with a summary of each bench's headline figures, also printed a
 
     python -m bench.run_all --out bench/results.json     # everything (30-60 min on a shared 2-core machine)
     python -m bench.run_all --quick                      # fewer repeats, no torch.compile; to a temporary file
+    python -m bench.run_all --only request --baseline /tmp/base   # the request round trip against another checkout
     python -m bench.run_all --only generator dataprep    # replaces only those entries in an existing --out
 """
 
@@ -19,16 +20,16 @@ from bench.bench_request import summary_rows as request_rows
 
 BENCHES = {  # name: (full arguments, quick arguments)
     "request": (["--repeat", "40"], ["--repeat", "8", "--burst", "10", "--load", "50"]),
-    "generator": ([], ["--no-compile", "--repeat", "5"]),
+    "generator": ([], ["--repeat", "5"]),
     "train": (["--profile", "3"], ["--presets", "l1", "--repeat", "2", "--no-compile"]),
     "allocator": ([], ["--preset", "l1", "--variant", "eager", "--rounds", "1", "--repeat", "2"]),
     "dataprep": (["--photos", "300", "--rounds", "4", "--opencv-1-thread"], ["--photos", "100", "--rounds", "1"]),
 }
 
 
-def run(name: str, quick: bool, folder: Path) -> dict:
+def run(name: str, quick: bool, folder: Path, extra: list[str]) -> dict:
     out, started, t = folder / f"{name}.json", common.utc_now(), time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", f"bench.bench_{name}", *BENCHES[name][quick], "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", f"bench.bench_{name}", *BENCHES[name][quick], *extra, "--out", str(out)],
                           cwd=common.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = round(time.perf_counter() - t, 1)
     if proc.returncode != 0:
@@ -90,6 +91,7 @@ def main(argv=None) -> dict:
                    help="default bench/results.json; with --quick, eye2face-bench-quick.json in the temporary folder")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", nargs="+", choices=list(BENCHES), help="their entries replace those in an existing --out")
+    p.add_argument("--baseline", type=Path, default=None, help="request: a checkout to compare the round trip with")
     args = p.parse_args(argv)
     out_path = args.out or (Path(tempfile.gettempdir()) / "eye2face-bench-quick.json" if args.quick
                             else common.REPO / "bench" / "results.json")
@@ -97,7 +99,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="eye2face-bench-") as folder:
         for name in args.only or BENCHES:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
-            results[name] = run(name, args.quick, Path(folder))
+            extra = ["--baseline", str(args.baseline)] if name == "request" and args.baseline else []
+            results[name] = run(name, args.quick, Path(folder), extra)
             print(f"  {results[name].get('error', 'done')} in {results[name]['bench_wall_s']} s", file=sys.stderr)
     run_info = {"benches": list(results), "started_utc": started, "finished_utc": common.utc_now(), "quick": args.quick}
     if args.only and out_path.exists():

@@ -429,7 +429,7 @@ def eye_pair_holds(tile: np.ndarray, left: np.ndarray, right: np.ndarray):
 
 def test_the_app_serves_the_extra_models_through_the_api(all_client, all_reference, photos, tmp_path):
     """The GAN models join the comparison when an API call names them, pixel for pixel the library's faces; a call
-    that names no models gets the research's pair, as before."""
+    that names no models gets the default comparison."""
     astronaut = handle_file(str(photos["astronaut"]))
     comparison, details, _ = all_client.predict(astronaut, "both", [*REQUIRED, *GANS], api_name="/generate")
     expected = all_reference(str(photos["astronaut"]))
