@@ -73,7 +73,8 @@ def _evaluate(args) -> None:
     from .evaluate import evaluate
 
     metrics = evaluate(args.model, args.images, args.out, limit=args.limit, vgg_weights=args.vgg_weights,
-                       identity_block=args.identity, two_eye_baselines=args.two_eye_baselines)
+                       identity_block=args.identity, two_eye_baselines=args.two_eye_baselines,
+                       check_landmarks=args.landmark_check)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"wrote {args.out}/metrics.json, metrics.md and grid.png ({metrics['n_pairs']} pairs)")
 
@@ -107,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eye-crop", action="store_true", help="the image is already an eye crop")
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("evaluate", help="metrics of one or more models on a folder of face photos")
+    p = sub.add_parser("evaluate", help="metrics of one or more models on a folder of face photos, or on a prepared "
+                       "set's validation split")
     p.add_argument("--model", required=True, action="append", help="repeat to compare models")
-    p.add_argument("--images", required=True)
+    p.add_argument("--images", required=True,
+                   help="a folder of photos (or a dataset), or a prepared pairs folder with a validation split")
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument(
@@ -121,19 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score each one-eye model per photo: from the left eye alone, from the right eye alone, "
                    "and the mean of the two faces (the baselines for two-eye models)")
     p.add_argument("--no-identity", dest="identity", action="store_false",
-                   help="leave out the identity block (dlib face descriptor; needs pip install -e \".[eval]\")")
+                   help="leave out the identity blocks (dlib's face descriptor, needs pip install -e \".[eval]\"; SFace)")
+    p.add_argument("--landmark-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="drop photos whose eye boxes do not each hold a YuNet eye landmark, as prepare does (default; "
+                   "--no-landmark-check: Haar alone, the research's filter, e.g. its 333 CelebA validation photos)")
     p.set_defaults(func=_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .evaluate import NothingToEvaluate
     from .hub import ModelLoadError
     from .pipeline import Eye2FaceError
 
     try:
         args.func(args)
-    except (Eye2FaceError, ModelLoadError, FileNotFoundError) as e:
+    except (Eye2FaceError, ModelLoadError, FileNotFoundError, NothingToEvaluate) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

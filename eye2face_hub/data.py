@@ -153,6 +153,11 @@ def _is_dataset_dir(path: str) -> bool:
     return (Path(path) / "dataset_info.json").exists() or (Path(path) / "dataset_dict.json").exists()
 
 
+def is_prepared(path: str) -> bool:
+    """Whether `path` is a folder of prepared pairs (saved by `prepare`), not of photos."""
+    return os.path.isdir(path) and _is_dataset_dir(path) and {"face", *EYE_COLUMNS} <= set(load_pairs(path).column_names)
+
+
 class Yield(Counter):
     """Photos per reason (kept, or why dropped); `by_band` and `by_split` hold the same counts per age band (from
     UTKFace-style file names; "unknown" otherwise) and per split."""

