@@ -134,3 +134,5 @@ def test_feature_id_run_records_its_recogniser_and_validates_identity(model, pre
     assert loss["preset"] == "feature-id" and loss["identity_weight"] > 0
     assert loss["facenet_weights"] == "facenet.safetensors" and len(loss["facenet_weights_sha256"]) == 64
     assert str(weights) not in json.dumps(config), "the recogniser is named by file name and hash, not by a path"
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert f"{loss['identity_weight']} x identity loss" in card and "FaceNet" in card and "facenet.safetensors" in card
