@@ -14,6 +14,7 @@ def _prepare(args) -> None:
     pairs, stats = prepare(
         args.images, args.out, image_column=args.image_column, split=args.split, num_proc=args.num_proc,
         limit=args.limit, push_to_hub=args.push_to_hub, check_landmarks=args.landmark_check, val_photos=args.val_photos,
+        pad=args.pad,
     )
     total, kept = sum(stats.values()), stats["kept"]
     print(f"{total} photos: kept {kept} ({kept / max(total, 1):.1%}) -> {2 * kept} pairs")
@@ -95,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop photos whose eye boxes do not each hold a YuNet eye landmark (default; "
                    "--no-landmark-check: Haar alone, the research's filter)")
     p.add_argument("--val-photos", type=int, default=0, metavar="N",
-                   help="hold out N photos spread evenly over the file names as a 'validation' split, never trained on")
+                   help="hold out N photos as a 'validation' split, never trained on: an equal share of each age band "
+                   "(from UTKFace names; one band otherwise), spread over its file names")
+    p.add_argument("--pad", type=float, default=0.0, metavar="FRACTION",
+                   help="pad each photo by FRACTION of its longer side (edge pixels repeated) before finding the face: "
+                   "for photos cropped tight to the face, e.g. UTKFace (0.2); default 0, the research's pipeline")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("generate", help="photo (or eye crop) -> generated faces as PNG")

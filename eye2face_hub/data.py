@@ -104,11 +104,23 @@ def read_rgb(source: str | os.PathLike | bytes) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-def pairs_from_photo(rgb: np.ndarray, check_landmarks: bool = True) -> dict:
+def pad_photo(rgb: np.ndarray, pad: float) -> np.ndarray:
+    """The photo with a border of `pad` times its longer side, its edge pixels repeated.
+
+    Haar's face cascade needs some margin around a face: on photos cropped tight to the face (UTKFace's) it finds
+    none in most of them, most often in children's and older people's.
+    """
+    border = round(pad * max(rgb.shape[:2]))
+    return cv2.copyMakeBorder(rgb, border, border, border, border, cv2.BORDER_REPLICATE) if border else rgb
+
+
+def pairs_from_photo(rgb: np.ndarray, check_landmarks: bool = True, pad: float = 0.0) -> dict:
     """One dataset row: status, and for kept photos the 128px face and the two 32px eyes as JPEG.
 
     With `check_landmarks`, a photo Haar keeps is dropped when its eye boxes do not each hold a YuNet eye landmark.
+    With `pad`, everything is found and cropped in the photo padded by `pad_photo`.
     """
+    rgb = pad_photo(rgb, pad)
     det = detect(rgb)
     status = det.status
     if status == "kept" and check_landmarks:
@@ -121,14 +133,14 @@ def pairs_from_photo(rgb: np.ndarray, check_landmarks: bool = True) -> dict:
     return row
 
 
-def _prepare_row(example: dict, image_column: str, check_landmarks: bool) -> dict:
+def _prepare_row(example: dict, image_column: str, check_landmarks: bool, pad: float) -> dict:
     image = example[image_column]  # undecoded: {"bytes": ..., "path": ...}
     source = image.get("path") or ""
     try:
         rgb = read_rgb(image.get("bytes") or source)
     except Exception:  # any undecodable input is a dropped photo, counted, not a crash
         return {"status": "unreadable", "face": None, **dict.fromkeys(EYE_COLUMNS), "source": source}
-    return {**pairs_from_photo(rgb, check_landmarks), "source": os.path.basename(source)}
+    return {**pairs_from_photo(rgb, check_landmarks, pad), "source": os.path.basename(source)}
 
 
 def load_photos(source: str, image_column: str = "image", split: str = "train", limit: int | None = None):
@@ -190,15 +202,20 @@ def _reasons(statuses) -> dict[str, int]:
     return {reason: counts[reason] for reason in REASONS}
 
 
-def held_out(n_photos: int, n_val: int) -> set[int]:
-    """Indices of n_val photos spread evenly over n_photos (in file-name order).
+def held_out(groups: list[str], n_val: int) -> set[int]:
+    """Indices of n_val photos to hold out: as many from each group (age band) as the others, each group's spread
+    evenly over its photos in file-name order.
 
-    Spread, not the last ones: UTKFace names start with the age, so its last 500 files by name are all aged 8-9 or
-    89-99; photos spread evenly over the names cover every age in proportion.
+    `groups[i]`: photo i's group. Equal shares, not the last files: UTKFace names start with the age, so its last
+    500 files by name are all aged 8-9 or 89-99, and a share in proportion would leave a dozen kept photos aged 60+
+    to judge that band by.
     """
-    if n_val < 0 or (n_val and n_val >= n_photos):
-        raise ValueError(f"cannot hold out {n_val} of {n_photos} photos (at least one must stay for training)")
-    return {(i * n_photos) // n_val for i in range(n_val)}
+    members = {group: [i for i, g in enumerate(groups) if g == group] for group in sorted(set(groups))}
+    shares = [n_val // len(members) + (k < n_val % len(members)) for k in range(len(members))] if members else []
+    if n_val < 0 or any(share >= len(m) for share, m in zip(shares, members.values()) if share):
+        raise ValueError(f"cannot hold out {n_val} of {len(groups)} photos in {len(members)} group(s) "
+                         "(at least one photo of each must stay for training)")
+    return {m[(i * len(m)) // share] for share, m in zip(shares, members.values()) for i in range(share)}
 
 
 def prepare(
@@ -212,11 +229,14 @@ def prepare(
     push_to_hub: str | None = None,
     check_landmarks: bool = True,
     val_photos: int = 0,
+    pad: float = 0.0,
 ):
-    """Run the Haar pipeline (and the landmark check) over photos; returns (pairs, Yield).
+    """Run the Haar pipeline (and the landmark check) over photos, each padded by `pad` (pad_photo); returns
+    (pairs, Yield).
 
-    With `val_photos`, that many photos spread over the file names (`held_out`) are a "validation" split, never
-    trained on: pairs is then a DatasetDict of "train" and "validation", else one Dataset.
+    With `val_photos`, that many photos, an equal share of each age band spread over its file names (`held_out`),
+    are a "validation" split, never trained on: pairs is then a DatasetDict of "train" and "validation", else one
+    Dataset.
     """
     import datasets
 
@@ -231,13 +251,13 @@ def prepare(
     )
     rows = photos.map(
         _prepare_row,
-        fn_kwargs={"image_column": image_column, "check_landmarks": check_landmarks},
+        fn_kwargs={"image_column": image_column, "check_landmarks": check_landmarks, "pad": pad},
         remove_columns=photos.column_names,
         features=features,
         num_proc=num_proc if num_proc and num_proc > 1 and len(photos) > 1 else None,
         desc="Detecting faces and eyes",
     )
-    validation = held_out(len(rows), val_photos)
+    validation = held_out([band_of(source) for source in rows["source"]], val_photos)
     splits = [VALIDATION if i in validation else "train" for i in range(len(rows))]
     stats = Yield(rows["status"], rows["source"], splits)
     kept = [i for i, status in enumerate(rows["status"]) if status == "kept"]

@@ -14,6 +14,7 @@ from eye2face_hub.data import (
     held_out,
     held_out_split,
     load_pairs,
+    pad_photo,
     pairs_from_photo,
     prepare,
     to_unit,
@@ -86,12 +87,22 @@ def test_pairs_dataset_gives_two_pairs_per_photo(prepared_pairs):
 
 def test_held_out_photos_are_spread_over_the_names():
     n, n_val = 8280, 500
-    held = sorted(held_out(n, n_val))
-    assert len(held) == n_val and held[0] == 0 and held[-1] >= n - n // n_val - 1
+    held = sorted(held_out(["unknown"] * n, n_val))  # one group (CelebA): spread over all names
+    assert len(held) == n_val and held[0] == 0
     assert max(b - a for a, b in zip(held, held[1:])) <= -(-n // n_val)  # no stretch of names left out
-    assert held_out(n, 0) == set()
-    with pytest.raises(ValueError, match="at least one must stay"):
-        held_out(10, 10)
+    assert held_out(["unknown"] * n, 0) == set()
+    with pytest.raises(ValueError, match="at least one photo of each"):
+        held_out(["unknown"] * 10, 10)
+
+
+def test_held_out_takes_an_equal_share_of_each_age_band():
+    groups = ["0-12"] * 300 + ["13-59"] * 600 + ["60+"] * 100  # names sort by age: bands are runs of names
+    held = held_out(groups, 31)
+    assert Counter(groups[i] for i in held) == {"0-12": 11, "13-59": 10, "60+": 10}
+    adults = sorted(i for i in held if groups[i] == "13-59")
+    assert adults[0] == 300 and adults[-1] >= 300 + 600 - 60  # spread over the whole band
+    with pytest.raises(ValueError, match="at least one photo of each"):
+        held_out(["0-12"] * 5 + ["60+"] * 100, 20)  # 10 of 5 children
 
 
 def test_prepare_utkface_by_age_band_with_a_validation_split(utkface_sample, tmp_path):
@@ -100,7 +111,7 @@ def test_prepare_utkface_by_age_band_with_a_validation_split(utkface_sample, tmp
     assert set(pairs) == {"train", VALIDATION}
     train, val = (set(pairs[s]["source"]) for s in ("train", VALIDATION))
     assert train and val and not train & val  # never trained on
-    assert {names[i] for i in held_out(len(names), 12)} >= val
+    assert {names[i] for i in held_out([band_of(n) for n in names], 12)} >= val
     # the counts per band and per split add up to the overall counts, and bands come from the names
     for breakdown in (stats.by_band, stats.by_split):
         assert {r: sum(g[r] for g in breakdown.values()) for r in REASONS} == dict(stats)
@@ -129,3 +140,12 @@ def test_landmark_check_drops_eye_boxes_off_the_eyes(tmp_path, astronaut_jpg, mo
     assert stats["kept"] == 1
     monkeypatch.setattr("eye2face_hub.landmarks.eye_landmarks", lambda rgb: np.zeros((0, 2)))
     assert prepare(str(tmp_path), None)[1]["no_landmark_face"] == 1
+
+
+def test_padding_finds_faces_in_photos_cropped_tight(utkface_sample):
+    rgb = np.zeros((200, 150, 3), np.uint8)
+    assert pad_photo(rgb, 0.2).shape == (280, 230, 3) and pad_photo(rgb, 0) is rgb
+    _, plain = prepare(str(utkface_sample), None)
+    _, padded = prepare(str(utkface_sample), None, pad=0.2)
+    print(f"\nUTKFace sample kept: {plain['kept']} of {sum(plain.values())}, padded by 20%: {padded['kept']}")
+    assert padded["no_face"] < plain["no_face"] and padded["kept"] > plain["kept"]
