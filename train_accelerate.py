@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
 from eye2face_hub.facenet import load_facenet, resolve_weights
-from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, held_out_split, load_pairs
+from eye2face_hub.data import EYE_COLUMNS, as_input, EyeFacePairs, held_out_split, load_pairs
 from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, load_generator, read_json
-from eye2face_hub.losses import EyeToFaceLoss, LossConfig
+from eye2face_hub.losses import EyeToFaceLoss, LossConfig, autocast
 from eye2face_hub.pipeline import comparison_grid, to_images
-from eye2face_hub.training import CriticStep, TrainingStep, as_input, autocast, initialise_loss_scale
+from eye2face_hub.training import CriticStep, TrainingStep
 from eye2face_hub.vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 logger = get_logger(__name__)
@@ -298,8 +298,8 @@ class Run:
             self.criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
             self.criterion.feature.to(accelerator.device)
             eyes, faces = (torch.stack(t) for t in zip(*(self.train_set[i] for i in range(min(args.batch_size, len(self.train_set))))))
-            initialise_loss_scale(self.criterion, eyes, faces, build_generator=model.untrained, seed=args.seed,
-                                  mixed_precision=accelerator.mixed_precision)
+            self.criterion.feature.set_up(eyes, faces, build_generator=model.untrained, seed=args.seed,
+                                          mixed_precision=accelerator.mixed_precision)
             accelerator.register_for_checkpointing(self.criterion.feature)
         self.clock = TrainingClock()
         accelerator.register_for_checkpointing(self.clock)
@@ -416,7 +416,7 @@ class Run:
             "stages": stages, "from_scratch": stages[0]["init_from"] is None,
             "total_steps": sum(s["steps"] or 0 for s in stages), "total_epochs": round(sum(s["epochs"] or 0 for s in stages), 2),
             "total_wall_time_s": round(sum(s["wall_time_s"] or 0 for s in stages), 1),
-            "val_metrics": self.val_metrics, "l_initial": feature.l_initial.tolist() if feature is not None else None,
+            "val_metrics": self.val_metrics, "l_initial": feature.record() if feature is not None else None,
         }
 
 
@@ -486,7 +486,7 @@ def main(argv=None) -> Path:
                 f"{len(run.train_loader)} batches/epoch, {run.steps_per_epoch} steps/epoch, {run.max_steps} steps")
     first_epoch, skip = run.resume(resume_from)
     if run.criterion.feature is not None:
-        logger.info(f"l_initial per VGG layer: {[round(v, 4) for v in run.criterion.feature.l_initial.tolist()]}")
+        logger.info(f"l_initial per VGG layer: {[round(v, 4) for v in run.criterion.feature.record()]}")
 
     bar = tqdm(total=run.max_steps, initial=run.global_step, desc="Training", disable=not accelerator.is_local_main_process)
     epoch = first_epoch

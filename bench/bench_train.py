@@ -32,7 +32,7 @@ from torch import nn
 from bench import common
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig, l1, std_loss
 from eye2face_hub.model import EyeToFace
-from eye2face_hub.training import TrainingStep, initialise_loss_scale
+from eye2face_hub.training import TrainingStep
 from eye2face_hub.vgg import load_vgg19
 
 FEATURE_LAYERS = list(range(12))  # the shared VGG weights cover layers 0-11
@@ -133,7 +133,8 @@ def measure(preset: str, batch: int, repeat: int, variants: list[str], profile_s
     g = torch.Generator().manual_seed(1)
     eyes = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g)
     faces = torch.randint(0, 256, (batch, 3, 128, 128), dtype=torch.uint8, generator=g)
-    initialise_loss_scale(criterion, eyes, faces, build_generator=EyeToFace, seed=0, mixed_precision="bf16")
+    if criterion.feature is not None:
+        criterion.feature.set_up(eyes, faces, build_generator=EyeToFace, seed=0, mixed_precision="bf16")
     torch.manual_seed(0)
     start = EyeToFace().to(memory_format=torch.channels_last).train()
 

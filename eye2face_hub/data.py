@@ -342,3 +342,10 @@ class EyeFacePairs(torch.utils.data.Dataset):
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [0, 1]."""
     return images.float().div_(255)
+
+
+def as_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]; (B, 3, H, W) in channels_last, the layout the mkldnn/cuDNN kernels want
+    (a two-eye model lays out its (B, 2, 3, H, W) input itself)."""
+    x = to_unit(images)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x

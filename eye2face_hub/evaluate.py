@@ -36,7 +36,6 @@ from .hub import load_generator
 from .losses import EyeToFaceLoss, LossConfig, file_sha256
 from .model import EyeToFace
 from .pipeline import comparison_grid, to_images
-from .training import initialise_loss_scale
 from .vgg import DEFAULT_VGG_WEIGHTS, load_vgg19
 
 VGG_ENV = "EYE2FACE_VGG_WEIGHTS"
@@ -165,7 +164,7 @@ def _feature_setup(models: dict[str, torch.nn.Module], vgg_weights: str | None) 
     criterion = EyeToFaceLoss(cfg, vgg)
     record = trained[0].training_info if trained else None
     if record and record.get("l_initial"):
-        criterion.feature.l_initial.copy_(torch.tensor(record["l_initial"]))
+        criterion.feature.load_record(record["l_initial"])
     return cfg, criterion
 
 
@@ -208,9 +207,9 @@ def evaluate(
         raise NothingToEvaluate(f"no photo in {images} was kept (one face, two eyes"
                                 f"{', on eye landmarks' if check_landmarks else ''}): {dict(stats)}")
     pairs = EyeFacePairs(pairs_rows)
-    if not feature_loss.is_initialised:  # no trained feature model: scale by a fresh generator, as training does
+    if not feature_loss.is_set_up:  # no trained feature model: scale by a fresh generator, as training does
         eyes, faces = (torch.stack(t) for t in zip(*(pairs[i] for i in range(min(64, len(pairs))))))
-        initialise_loss_scale(criterion, eyes, faces, build_generator=EyeToFace, seed=0)
+        feature_loss.set_up(eyes, faces, build_generator=EyeToFace, seed=0)
 
     def model_input(model, idx) -> torch.Tensor:
         """Sample idx's eye for a one-eye model; for a two-eye model, both eyes of its photo."""

@@ -3,19 +3,29 @@ work: an adversarial term, and an identity term from a face recogniser (FaceNet)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import as_input
 from .facenet import FaceNet
 from .vgg import DEFAULT_VGG_WEIGHTS, N_LAYERS, VGG19Features
 
 PAPER_FOCUS_LAYER = 10  # block3_conv4
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device_type: str, mixed_precision: str | None):
+    """torch.autocast for accelerate's mixed-precision names ("no", "bf16", "fp16"); a no-op for "no"."""
+    dtype = AUTOCAST_DTYPES.get(mixed_precision or "no")
+    return torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def layer_weights(n: int = N_LAYERS, focus: int = PAPER_FOCUS_LAYER) -> list[float]:
@@ -233,9 +243,10 @@ class LossConfig:
 class FeatureLoss(nn.Module):
     """sum_i lambda_i * L1(phi_i(y), phi_i(y_pred)) / l_initial_i.
 
-    l_initial_i is layer i's L1 loss for a freshly initialised generator on the first training batch:
-    call `initialise` once before training. Only l_initial is state (`state_dict`), so that a resumed
-    run uses the same loss scale; the frozen VGG is reloaded from its own weights.
+    l_initial_i is layer i's L1 loss for a freshly initialised generator on the first training batch: the loss sets
+    it up once (`set_up`) and owns it. It is the loss's only state: a checkpoint keeps it (`state_dict`), a trained
+    model's config.json records it (`record`), and evaluate reloads it from there (`load_record`); the frozen VGG is
+    reloaded from its own weights.
     """
 
     def __init__(self, vgg: VGG19Features, layers: list[int], weights: list[float]):
@@ -259,13 +270,27 @@ class FeatureLoss(nn.Module):
         return torch.stack([mean_absolute_difference(p, t) for p, t in zip(pred, target)])
 
     @torch.no_grad()
-    def initialise(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.l_initial.copy_(self.layer_losses(y_pred, y))
+    def set_up(self, eyes: torch.Tensor, faces: torch.Tensor, *, build_generator: Callable[[], nn.Module], seed: int,
+               mixed_precision: str | None = None) -> torch.Tensor:
+        """l_initial from one batch of uint8 (eyes, faces) and a fresh generator built under `seed`: the same on every
+        rank and machine, whatever the caller's RNG did."""
+        device = self.l_initial.device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = build_generator().to(device).train()
+        with autocast(device.type, mixed_precision):
+            self.l_initial.copy_(self.layer_losses(fresh(as_input(eyes.to(device))).float(), as_input(faces.to(device))))
         return self.l_initial
 
     @property
-    def is_initialised(self) -> bool:
+    def is_set_up(self) -> bool:
         return bool((self.l_initial > 0).all())
+
+    def record(self) -> list[float]:
+        return self.l_initial.tolist()
+
+    def load_record(self, l_initial: list[float]) -> None:
+        self.l_initial.copy_(torch.tensor(l_initial))
 
     def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (self.weights * self.layer_losses(y_pred, y) / self.l_initial).sum()

@@ -1,4 +1,4 @@
-"""One training step and the loss-scale set-up, shared by the trainer, evaluate and bench/.
+"""One training step (and the critic's), shared by the trainer and bench/.
 
 The step is the method as written: generator forward, loss (L1, or VGG feature loss + std loss), backward,
 Adam step. What makes it fast on a CPU changes no arithmetic of the method: uint8 batches scaled on the
@@ -8,49 +8,13 @@ compiled as one function, so that inductor fuses the per-layer |a - b| means, Re
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .data import to_unit
-from .losses import EyeToFaceLoss, critic_terms
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device_type: str, mixed_precision: str | None):
-    """torch.autocast for accelerate's mixed-precision names ("no", "bf16", "fp16"); a no-op for "no"."""
-    dtype = AUTOCAST_DTYPES.get(mixed_precision or "no")
-    return torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def as_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1]; (B, 3, H, W) in channels_last, the layout the mkldnn/cuDNN kernels want
-    (a two-eye model lays out its (B, 2, 3, H, W) input itself)."""
-    x = to_unit(images)
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
-
-
-@torch.no_grad()
-def initialise_loss_scale(
-    criterion: EyeToFaceLoss, eyes: torch.Tensor, faces: torch.Tensor, *, build_generator: Callable[[], nn.Module],
-    seed: int, mixed_precision: str | None = None,
-) -> torch.Tensor | None:
-    """l_initial: each VGG layer's L1 for a freshly initialised generator (seeded) on one batch of uint8 pairs.
-
-    The same seed gives the same fresh generator on every rank and machine, whatever the caller's RNG did.
-    Returns None for losses without a feature term.
-    """
-    if criterion.feature is None:
-        return None
-    device = criterion.feature.l_initial.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = build_generator().to(device).train()
-    with autocast(device.type, mixed_precision):
-        return criterion.feature.initialise(fresh(as_input(eyes.to(device))).float(), as_input(faces.to(device)))
+from .data import as_input
+from .losses import EyeToFaceLoss, autocast, critic_terms
 
 
 class TrainingStep:

@@ -13,7 +13,8 @@ from eye2face_hub import EyeToFace, load_generator
 from eye2face_hub.critic import Critic
 from eye2face_hub.data import EyeFacePairs, load_pairs
 from eye2face_hub.losses import LossConfig, critic_terms
-from eye2face_hub.training import CriticStep, as_input
+from eye2face_hub.data import as_input
+from eye2face_hub.training import CriticStep
 
 from .training_run import ACCELERATE, train
 

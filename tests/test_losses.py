@@ -11,6 +11,7 @@ from eye2face_hub.losses import (
     layer_weights,
     std_loss,
 )
+from eye2face_hub.data import as_input
 from eye2face_hub.model import EyeToFace
 from eye2face_hub.vgg import VGG19Features
 
@@ -82,16 +83,24 @@ def _random_vgg(max_layer=6):
     return VGG19Features(max_layer=max_layer)
 
 
-def test_feature_loss_equals_sum_of_lambdas_when_initialised():
+def uint8_batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+            torch.randint(0, 256, (n, 3, 128, 128), dtype=torch.uint8, generator=g))
+
+
+def test_feature_loss_is_the_sum_of_lambdas_for_the_fresh_generator_it_was_set_up_with():
     vgg = _random_vgg()
     cfg = LossConfig.from_preset("feature", feature_layers=[0, 1, 2, 3, 4, 5, 6])
     loss = FeatureLoss.from_config(cfg, vgg)
-    generator = EyeToFace()
-    eyes, faces = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 128, 128)
-    pred = generator(eyes)
-    loss.initialise(pred.detach(), faces)
-    assert loss.is_initialised
-    assert loss(pred, faces).item() == pytest.approx(sum(cfg.layer_weights), rel=1e-5)
+    eyes, faces = uint8_batch()
+    torch.manual_seed(123)  # set_up's own seed decides the fresh generator, not the caller's RNG
+    loss.set_up(eyes, faces, build_generator=EyeToFace, seed=0)
+    assert loss.is_set_up
+    torch.manual_seed(0)
+    generator = EyeToFace().train()
+    pred = generator(as_input(eyes))
+    assert loss(pred, as_input(faces)).item() == pytest.approx(sum(cfg.layer_weights), rel=1e-5)
     # and it has a gradient for the generator
     loss(pred, faces).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
@@ -101,10 +110,13 @@ def test_feature_loss_state_survives_round_trip():
     vgg = _random_vgg()
     cfg = LossConfig.from_preset("feature", feature_layers=[1, 2, 3])
     a, b = FeatureLoss.from_config(cfg, vgg), FeatureLoss.from_config(cfg, vgg)
-    a.initialise(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    a.set_up(*uint8_batch(2), build_generator=EyeToFace, seed=1)
     b.load_state_dict(a.state_dict())
-    assert torch.equal(a.l_initial, b.l_initial) and b.is_initialised
+    assert torch.equal(a.l_initial, b.l_initial) and b.is_set_up
     assert set(a.state_dict()) == {"l_initial"}  # the frozen VGG is not training state
+    c = FeatureLoss.from_config(cfg, vgg)
+    c.load_record(json.loads(json.dumps(a.record())))  # what config.json keeps
+    assert torch.allclose(c.l_initial, a.l_initial)
 
 
 def test_l1_preset_terms():
