@@ -4,9 +4,6 @@ work: an adversarial term, and an identity term from a face recogniser (FaceNet)
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
@@ -16,6 +13,7 @@ from torch import nn
 
 from .data import as_input
 from .facenet import FaceNet
+from .provenance import portable_weights_reference
 from .vgg import DEFAULT_VGG_WEIGHTS, N_LAYERS, VGG19Features
 
 PAPER_FOCUS_LAYER = 10  # block3_conv4
@@ -108,34 +106,6 @@ def critic_terms(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eye:
     (grad,) = torch.autograd.grad(s_interpolates.sum(), interpolates, create_graph=True)
     penalty = ((grad.flatten(1).float().norm(dim=1) - 1) ** 2).mean()
     return {"wasserstein": s_real.mean() - s_fake.mean(), "gradient_penalty": penalty}
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    st = os.stat(path)
-    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
-
-
-def portable_weights_reference(weights: str | os.PathLike) -> tuple[str, str | None]:
-    """What a record says about VGG weights: (name, sha256) that mean the same on any machine.
-
-    A local safetensors file becomes its file name and its sha256; a local folder its folder name and the
-    sha256 of its model.safetensors; anything else (a Hub repo id) stays as it is, with no hash.
-    """
-    weights = os.fspath(weights)
-    if os.path.isfile(weights):
-        return os.path.basename(weights), file_sha256(weights)
-    if os.path.isfile(os.path.join(weights, "model.safetensors")):
-        return os.path.basename(os.path.normpath(weights)), file_sha256(os.path.join(weights, "model.safetensors"))
-    return weights, None
 
 
 @dataclass

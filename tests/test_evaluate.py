@@ -7,18 +7,13 @@ from collections import Counter
 import pytest
 import torch
 
-from eye2face_hub import EyeToFace, identity
+from eye2face_hub import EyeToFace, identity, provenance
 from eye2face_hub.ages import age_band
 from eye2face_hub.cli import main as cli
 from eye2face_hub.data import load_pairs, prepare
-from eye2face_hub.evaluate import (
-    VGG_ENV,
-    RunningMoments,
-    VGGWeightsNotFound,
-    find_vgg_weights,
-    frechet_distance,
-)
-from eye2face_hub.losses import LossConfig, file_sha256
+from eye2face_hub.evaluate import RunningMoments, frechet_distance
+from eye2face_hub.losses import LossConfig
+from eye2face_hub.provenance import VGG_ENV, VGGWeightsNotFound, file_sha256, find_vgg_weights
 
 from .paths import REPO, VGG_FILE, need
 
@@ -118,8 +113,6 @@ def test_loss_config_records_vgg_weights_portably(tmp_path):
 
 
 def test_find_vgg_weights(tmp_path, monkeypatch):
-    import eye2face_hub.evaluate as ev
-
     monkeypatch.delenv(VGG_ENV, raising=False)
     folder = tmp_path / "vgg19"
     folder.mkdir()
@@ -127,7 +120,7 @@ def test_find_vgg_weights(tmp_path, monkeypatch):
     weights.write_bytes(b"weights")
     sha = file_sha256(weights)
     old = "/machine/that/trained/it/vgg.safetensors"  # an old record: an absolute path of another machine
-    monkeypatch.setattr(ev, "VGG_DEFAULT_DIRS", (tmp_path / "nowhere",))
+    monkeypatch.setattr(provenance, "VGG_DEFAULT_DIRS", (tmp_path / "nowhere",))
     with pytest.raises(VGGWeightsNotFound, match="--vgg-weights") as e:
         find_vgg_weights(old)
     assert "vgg.safetensors" in str(e.value) and VGG_ENV in str(e.value)
@@ -136,7 +129,7 @@ def test_find_vgg_weights(tmp_path, monkeypatch):
     monkeypatch.setenv(VGG_ENV, str(folder))
     assert find_vgg_weights("vgg.safetensors", sha) == str(weights)
     monkeypatch.delenv(VGG_ENV)
-    monkeypatch.setattr(ev, "VGG_DEFAULT_DIRS", (tmp_path / "nowhere", folder))  # the documented default place
+    monkeypatch.setattr(provenance, "VGG_DEFAULT_DIRS", (tmp_path / "nowhere", folder))  # the documented default place
     assert find_vgg_weights(old) == str(weights) and find_vgg_weights("vgg.safetensors", sha) == str(weights)
     with pytest.raises(VGGWeightsNotFound, match="sha256"):
         find_vgg_weights("vgg.safetensors", "0" * 64)
