@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import landmarks
 from .data import EYE_SIZE, FACE_SIZE, Box, crop, detect
 from .grid import comparison_grid  # noqa: F401  (the trainer and evaluate import it from here)
 from .hub import load_generator
@@ -285,6 +286,13 @@ class EyeToFacePipeline:
         if len(found) > 2:  # the two largest detections are the likeliest true eyes
             found = sorted(sorted(found, key=lambda b: -b[2] * b[3])[:2])
             notes.append("more than two eye candidates were found; the two largest are used")
+        # The eye cascade fires on nostrils (close-ups of small children): YuNet's eye landmarks must fall in each box.
+        checked = landmarks.landmark_status(rgb, found)
+        if checked == "eye_box_without_landmark":
+            raise NoEyeError("what was found as an eye is not an eye (the landmark detector, YuNet, puts no eye there): "
+                             "try a photo where the face is smaller in the frame and both eyes are open")
+        if checked == "no_landmark_face":
+            notes.append("the landmark detector (YuNet) found no face here, so the eye boxes could not be checked")
         sides = ["left", "right"] if len(found) == 2 else [self._side(found[0], det.face)]
         if eyes not in ("both", *sides):
             raise NoEyeError(f"the {eyes} eye was not found; only the {sides[0]} eye was (try 'both')")

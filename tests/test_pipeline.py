@@ -40,3 +40,16 @@ def test_bad_inputs_are_clear(pipe, tmp_path):
         pipe(np.full((300, 300, 3), 200, np.uint8))
     with pytest.raises(ValueError, match="eyes must be"):
         pipe(np.full((300, 300, 3), 200, np.uint8), eyes="middle")
+
+
+def test_an_eye_box_that_holds_no_eye_is_refused(pipe, astronaut, monkeypatch):
+    from eye2face_hub import pipeline
+    from eye2face_hub.data import detect
+
+    real = detect(astronaut)
+    assert len(real.eyes) == 2 and pipe(astronaut).eyes  # the real eye boxes pass the landmark check
+    (fx, fy, fw, fh) = real.face
+    mouth = (fx + fw // 3, fy + fh * 3 // 4, fw // 4, fh // 8)  # an "eye" where the mouth is
+    monkeypatch.setattr(pipeline, "detect", lambda rgb: type(real)(real.faces, [real.eyes[0], mouth]))
+    with pytest.raises(pipeline.NoEyeError, match="not an eye"):
+        pipe(astronaut)
