@@ -260,12 +260,13 @@ def prepare(
     validation = held_out([band_of(source) for source in rows["source"]], val_photos)
     splits = [VALIDATION if i in validation else "train" for i in range(len(rows))]
     stats = Yield(rows["status"], rows["source"], splits)
-    kept = [i for i, status in enumerate(rows["status"]) if status == "kept"]
-    if val_photos:
-        pairs = datasets.DatasetDict({name: rows.select([i for i in kept if splits[i] == name]).remove_columns("status")
-                                      for name in ("train", VALIDATION)})
-    else:
-        pairs = rows.select(kept).remove_columns("status")
+
+    def kept(split: str | None = None):
+        # filter, not select: a set with no row saved from select([]) cannot be loaded back
+        return rows.filter(lambda status, i: status == "kept" and split in (None, splits[i]), input_columns="status",
+                           with_indices=True).remove_columns("status")
+
+    pairs = datasets.DatasetDict({name: kept(name) for name in ("train", VALIDATION)}) if val_photos else kept()
     if out:
         pairs.save_to_disk(out)
     if push_to_hub:

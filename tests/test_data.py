@@ -59,6 +59,17 @@ def test_prepare_folder_with_a_corrupt_file(tmp_path, astronaut_jpg):
     assert len(again) == 1 and again[0]["face"].size == (128, 128) and again[0]["left_eye"].size == (32, 32)
 
 
+def test_a_set_with_no_photo_kept_loads_back_empty(tmp_path):
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (120, 90), "gray").save(tmp_path / name)
+    prepare(str(tmp_path), str(tmp_path / "none"))
+    prepare(str(tmp_path), str(tmp_path / "none-split"), val_photos=1)
+    assert len(load_pairs(str(tmp_path / "none"))) == 0
+    assert len(load_pairs(str(tmp_path / "none-split"))) == len(held_out_split(str(tmp_path / "none-split"))) == 0
+
+
 def test_prepare_empty_folder_is_clear(tmp_path):
     with pytest.raises(ValueError, match="no images"):
         prepare(str(tmp_path), None)
