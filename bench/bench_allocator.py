@@ -63,9 +63,10 @@ def main(argv=None) -> dict:
             for name in (list(envs) if i % 2 == 0 else list(envs)[::-1]):
                 print(f"round {i + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
                 run = child(envs[name], args, Path(folder), f"{name}-{i}")
-                samples[name].append(run["step_ms"][args.variant]["median"])
+                step = f"{args.preset} {args.variant}"
+                samples[name].append(run["step_ms"][step]["median"])
                 batch = run["batch"]
-                faults[name].append(run["minor_page_faults_per_step"][args.variant])
+                faults[name].append(run["minor_page_faults_per_step"][step])
     median = {n: statistics.median(s) for n, s in samples.items()}
     result = {
         "bench": "allocator", "preset": args.preset, "variant": args.variant, "batch": batch, "mixed_precision": run["mixed_precision"],

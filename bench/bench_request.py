@@ -181,7 +181,7 @@ def summary_rows(r: dict) -> list[dict]:
     def add(what, value, target="", met=None):
         rows.append({"what": what, "value": value, "target": target, "met": met})
 
-    if "round_trip" in r:
+    if "baseline_ms" in r.get("round_trip", {}):  # results.json may hold a run from before --baseline
         rt = r["round_trip"]
         old, new = rt["baseline_ms"], rt["this_ms"]
         add(f"request round trip via gradio_client (640x640 photo, both eyes, {' + '.join(MODELS)}): baseline "

@@ -3,8 +3,7 @@ one results file with a summary of each bench's headline figures, also printed a
 
     python -m bench.run_all --out bench/results.json     # everything (30-60 min on a shared 2-core machine)
     python -m bench.run_all --quick                      # fewer repeats, no torch.compile; to a temporary file
-    python -m bench.run_all --only request --baseline /tmp/base   # the request round trip against another checkout
-    python -m bench.run_all --only generator dataprep    # replaces only those entries in an existing --out
+    python -m bench.run_all --only request --baseline /tmp/base   # only these entries; the round trip against a checkout
 """
 
 import argparse
@@ -21,7 +20,7 @@ from bench.bench_request import summary_rows as request_rows
 BENCHES = {  # name: (full arguments, quick arguments)
     "request": (["--repeat", "40"], ["--repeat", "8", "--burst", "10", "--load", "50"]),
     "generator": ([], ["--repeat", "5"]),
-    "train": (["--profile", "3"], ["--presets", "l1", "--repeat", "2", "--no-compile"]),
+    "train": ([], ["--presets", "l1", "--repeat", "2", "--no-compile"]),
     "allocator": ([], ["--preset", "l1", "--variant", "eager", "--rounds", "1", "--repeat", "2"]),
     "dataprep": (["--photos", "300", "--rounds", "4", "--opencv-1-thread"], ["--photos", "100", "--rounds", "1"]),
 }
@@ -48,22 +47,14 @@ def summary(r: dict) -> list[dict]:
         add(f"generator batch {g['batch']}, {g['torch_threads']} thread(s): images/s eager fp32 -> channels_last -> "
             f"fastest ({fast})", f"{v['eager_fp32']['images_per_s']} -> {v['channels_last']['images_per_s']} "
             f"({v['channels_last']['speedup_vs_eager_fp32']}x) -> {v[fast]['images_per_s']} ({v[fast]['speedup_vs_eager_fp32']}x)")
-    for t in r.get("train", {}).get("runs", []):
-        sps, steps = t["samples_per_s"], [n for n in ("before", "eager", "compiled") if n in t["samples_per_s"]]
-        target, best = {"feature": 2.5, "l1": 2.0}.get(t["preset"]), max(t["speedup_over_before"].values())  # issue 10
-        add(f"training step {t['preset']}, batch {t['batch']}, {t['mixed_precision']}: samples/s {' / '.join(steps)} "
-            "(speed-up over before)", " / ".join(str(sps[n]) for n in steps)
-            + "".join(f"; {n} {x}x" for n, x in t["speedup_over_before"].items()),
-            f">= {target}x" if target else "", best >= target if target else None)
-        add(f"  {t['preset']}: step time / its convolutions alone ({sps['convolutions_alone']} samples/s); "
-            "compile s; loss relative difference compiled vs before",
-            ", ".join(f"{n} {x}x" for n, x in t["step_over_convolutions_alone"].items())
-            + f"; {t['compile_s']}; {t.get('loss_relative_difference', float('nan')):.1e}")
-        if "profile" in t:
-            pr = t["profile"]
-            add(f"  {t['preset']}: profile of the {pr['variant']} step, top operators by self CPU time "
-                f"(convolutions {pr['convolution_share']:.0%})",
-                ", ".join(f"{o['op']} {o['share']:.0%}" for o in pr["top"][:5]))
+    for t in [t for t in r.get("train", {}).get("runs", []) if "ratio_to_feature" in t]:  # not runs before feature-id
+        sps = t["samples_per_s"]
+        add(f"training step, batch {t['batch']}, {t['mixed_precision']}: samples/s (compile s)",
+            ", ".join(f"{n} {v} ({t['compile_s'].get(n, '-')})" for n, v in sps.items()))
+        add("  each step over the feature step of its variant, same run", ", ".join(f"{n} {x}x" for n, x in t["ratio_to_feature"].items()))
+        over = t["step_over_convolutions_alone"]
+        add("  feature step over its convolutions alone", ", ".join(f"{n} {x}x" for n, x in over.items()),
+            "<= 1.5x (compiled)", over["feature compiled"] <= 1.5 if "feature compiled" in over else None)
     a = r.get("allocator", {})
     if "jemalloc_speedup" in a:
         add(f"training step {a['preset']} ({a['variant']}): glibc -> jemalloc, ms per step (speed-up); "
