@@ -462,7 +462,7 @@ def start(args) -> tuple[Accelerator, LossConfig, object, object, object, object
     except (ValueError, FileNotFoundError) as e:  # a clear message, not a traceback
         raise SystemExit(f"error: {e}") from None
     except Exception as e:  # e.g. a damaged dataset folder: still at start, still one line
-        raise SystemExit(f"error: could not read {args.data} or the VGG weights ({type(e).__name__}: {e})") from None
+        raise SystemExit(f"error: could not read {' '.join(args.data)} or the loss networks' weights ({type(e).__name__}: {e})") from None
     if len(train_rows) == 0:
         raise SystemExit(f"error: {args.data} has no training rows")
     resume_from = None
