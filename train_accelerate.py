@@ -29,8 +29,8 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from eye2face_hub.critic import Critic
+from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, as_input, held_out_split, load_pairs
 from eye2face_hub.facenet import load_facenet, resolve_weights
-from eye2face_hub.data import EYE_COLUMNS, as_input, EyeFacePairs, held_out_split, load_pairs
 from eye2face_hub.hub import DEFAULT_ARCH, GENERATORS, load_generator, read_json
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig, autocast
 from eye2face_hub.pipeline import comparison_grid, to_images
@@ -400,8 +400,9 @@ class Run:
         """What config.json says about this training."""
         a, feature = self.accelerator, self.criterion.feature
         args = {k: v for k, v in vars(self.args).items() if k not in ("push_to_hub", "hub_private", "record_ranks", "data_sets")}
+        loss = self.loss_config.to_dict()
         for weights in ("vgg_weights", "facenet_weights"):  # a file name (+ sha256 in loss_config), no path
-            args[weights] = self.loss_config.to_dict()[weights]
+            args[weights] = loss[weights]
         stage = {"preset": args["preset"], "init_from": args["init_from"], "steps": self.global_step,
                  "epochs": round(self.global_step / self.steps_per_epoch, 2), "wall_time_s": round(self.clock.seconds(), 1),
                  "resumed_at_steps": self.clock.resumed_at, "data": self.args.data_sets}
@@ -464,7 +465,7 @@ def start(args) -> tuple[Accelerator, LossConfig, object, object, object, object
     except Exception as e:  # e.g. a damaged dataset folder: still at start, still one line
         raise SystemExit(f"error: could not read {' '.join(args.data)} or the loss networks' weights ({type(e).__name__}: {e})") from None
     if len(train_rows) == 0:
-        raise SystemExit(f"error: {args.data} has no training rows")
+        raise SystemExit(f"error: {' '.join(args.data)} has no training rows")
     resume_from = None
     if args.resume_from_checkpoint == "latest":
         resume_from = (checkpoints(args.output_dir) or [None])[-1]

@@ -25,10 +25,6 @@ NMS_THRESHOLD = 0.3
 Box = tuple[int, int, int, int]  # x, y, w, h in photo pixels
 
 
-class EyesNotOnLandmarks(ValueError):
-    """An eye box holds no eye landmark: the crop is not an eye."""
-
-
 _local = threading.local()  # FaceDetectorYN holds its input size: one per thread (the app serves in threads)
 
 
@@ -63,22 +59,3 @@ def landmark_status(rgb: np.ndarray, boxes: list[Box]) -> str:
     if len(found) == 0:
         return "no_landmark_face"
     return "kept" if boxes_hold_eyes(boxes, found) else "eye_box_without_landmark"
-
-
-def check_eyes(rgb: np.ndarray, boxes: list[Box]) -> None:
-    """Refuse eye boxes that are not on eyes: raises EyesNotOnLandmarks with a message for the user.
-
-    `rgb`: the photo; `boxes`: the Haar eye boxes about to be cropped (x, y, w, h in its pixels).
-    """
-    status = landmark_status(rgb, boxes)
-    if status == "no_landmark_face":
-        raise EyesNotOnLandmarks(
-            "the landmark detector (YuNet) finds no face in this photo, so the eye boxes cannot be checked: "
-            "try a sharper, frontal photo where both eyes are open and visible"
-        )
-    if status == "eye_box_without_landmark":
-        raise EyesNotOnLandmarks(
-            "an eye box is not on an eye (the landmark detector, YuNet, puts no eye there; the eye cascade sometimes "
-            "fires on nostrils or mouth corners, most often in close-ups of small children): try a photo where the "
-            "face is smaller in the frame and both eyes are open"
-        )
