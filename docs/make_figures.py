@@ -9,6 +9,10 @@
   `eye2face evaluate`, whose grid.png has every column).
 - docs/two-eyes.png (with the two-eye model): the one-eye feature model from each eye, their mean and the two-eye
   model, on the astronaut and on held-out CelebA photos.
+- docs/identity-faces.png: each identity model beside its start and its control (COMPARED), from the same eyes: the
+  astronaut, then held-out CelebA photos (generated faces only).
+- docs/faces-by-age.png (with --utkface, a prepared set with a validation split): the same models and the all-ages
+  ones on held-out UTKFace photos of each age band (generated faces only; UTKFace's licence is CelebA's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from skimage import data
 
 from eye2face_hub import EyeToFacePipeline, load_generator
 from eye2face_hub.data import prepare
+from eye2face_hub.grid import comparison_image
 from eye2face_hub.pipeline import comparison_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +35,23 @@ WEIGHTS = {label: ROOT / "weights" / folder for label, folder in [
     ("L1 loss", "eye2face-l1"), ("feature loss", "eye2face-feature"), ("WGAN-GP", "eye2face-wgan-gp"),
     ("feature + GAN", "eye2face-feature-gan"), ("two eyes", "eye2face-two-eyes"),
 ] if (ROOT / "weights" / folder / "model.safetensors").is_file()}
+# The comparisons of #24 and #25: each start, its control (the same steps without the change) and what changed, from
+# weights/ when bundled, else milestones/. Those not there are left out.
+COMPARED_FOLDERS = [
+    ("feature loss", "eye2face-feature"), ("feature, control", "eye2face-feature-control"),
+    ("feature + identity", "eye2face-feature-id"), ("feature, all ages", "eye2face-feature-allages"),
+    ("two eyes", "eye2face-two-eyes"), ("two eyes, control", "eye2face-two-eyes-control"),
+    ("two eyes + identity", "eye2face-two-eyes-id"), ("two eyes, all ages", "eye2face-two-eyes-allages"),
+]
+AGE_EXAMPLES = 3  # held-out UTKFace photos shown per age band
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--celeba", default=str(ROOT.parent / "shared" / "data" / "celeba256"))
     parser.add_argument("--n", type=int, default=8, help="validation photos shown")
+    parser.add_argument("--utkface", default=str(ROOT / "data" / "utkface-pairs"),
+                        help="a prepared set with a validation split, for docs/faces-by-age.png")
     args = parser.parse_args()
 
     models = {name: load_generator(path) for name, path in WEIGHTS.items()}
@@ -77,6 +93,60 @@ def main() -> None:
     print("wrote docs/astronaut.png, docs/validation-faces.png and samples.png in each weights folder")
     if "two eyes" in pipe.two_eyes and "feature loss" in models:
         two_eyes_figure(result, faces["feature loss"], pipe.generate(right)["feature loss"], faces["two eyes"])
+
+    compared = {label: load_generator(path) for label, path in compared_models().items()}
+    astronaut = ("the astronaut (public domain)", result.eyes[0].eye, result.eyes[1].eye, result.real_face)
+    held_out_rows = [("held-out CelebA photo", a, b, None) for a, b in zip(eyes, right)]
+    faces_figure(compared, [astronaut, *held_out_rows], ROOT / "docs" / "identity-faces.png")
+    if Path(args.utkface).is_dir():
+        faces_figure(compared, utkface_rows(args.utkface), ROOT / "docs" / "faces-by-age.png")
+
+
+def compared_models() -> dict[str, Path]:
+    """COMPARED_FOLDERS that are there, each from weights/ when bundled, else from milestones/."""
+    found = {}
+    for label, folder in COMPARED_FOLDERS:
+        for place in ("weights", "milestones"):
+            if (ROOT / place / folder / "model.safetensors").is_file():
+                found[label] = ROOT / place / folder
+                break
+    return found
+
+
+def utkface_rows(prepared: str) -> list[tuple]:
+    """AGE_EXAMPLES held-out photos of each age band, spread over the band, captioned with their age."""
+    from eye2face_hub.ages import age_from_name, band_of, band_order
+    from eye2face_hub.data import held_out_split
+
+    rows = held_out_split(prepared)
+    by_band = {}
+    for i, name in enumerate(rows["source"]):
+        by_band.setdefault(band_of(name), []).append(i)
+    picked = []
+    for band in band_order(by_band):
+        idx = by_band[band]
+        for i in idx[:: max(1, len(idx) // AGE_EXAMPLES)][:AGE_EXAMPLES]:
+            row = rows[i]
+            picked.append((f"age {age_from_name(row['source'])} ({band})", np.asarray(row["left_eye"].convert("RGB")),
+                           np.asarray(row["right_eye"].convert("RGB")), None))
+    return picked
+
+
+def faces_figure(models: dict, rows: list[tuple], path: Path) -> None:
+    """One captioned row a photo: its eyes and real face where they may be shown (columns left out when no row
+    shows them), then each model's face (two-eye models from both eyes, one-eye models from the left eye)."""
+    pipe = EyeToFacePipeline(models)
+    inputs = any(real is not None for *_, real in rows)  # only photos this project may redistribute show them
+    tiles = []
+    for caption, left, right, real in rows:
+        one_eye = pipe.generate([left]) if pipe.one_eye else {}
+        both = pipe.generate_from_both_eyes(left, right) if pipe.two_eyes else {}
+        faces = [both[name] if name in both else one_eye[name][0] for name in models]
+        shown = [left, right, real] if real is not None else [None] * 3
+        tiles.append((caption, shown + faces if inputs else faces))
+    labels = (["left eye", "right eye", "real"] if inputs else []) + list(models)
+    Image.fromarray(comparison_image(tiles, labels)).save(path)
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def two_eyes_figure(astronaut, from_left, from_right, from_both) -> None:
