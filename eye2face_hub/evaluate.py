@@ -31,7 +31,7 @@ from . import identity
 from .ages import UNKNOWN, band_of, band_order
 from .data import EyeFacePairs, VALIDATION, held_out_split, is_prepared, prepare, to_unit
 from .hub import load_generator
-from .losses import EyeToFaceLoss, LossConfig
+from .losses import FeatureLoss, LossConfig
 from .model import EyeToFace
 from .pipeline import comparison_grid, to_images
 from .provenance import VGG_ENV, VGGWeightsNotFound, find_vgg_weights
@@ -92,9 +92,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + torch.trace(s_a) + torch.trace(s_b) - 2 * cross)
 
 
-def _feature_setup(models: dict[str, torch.nn.Module], vgg_weights: str | None) -> tuple[LossConfig, EyeToFaceLoss]:
-    """The feature loss the models are compared with (the returned loss's `feature`): the trained feature model's
-    layers, weights and l_initial.
+def _feature_setup(models: dict[str, torch.nn.Module], vgg_weights: str | None) -> tuple[LossConfig, FeatureLoss]:
+    """The feature loss the models are compared with: the first trained feature model's layers, weights and
+    l_initial (only its feature term: a feature-id model is judged without FaceNet).
 
     Without a trained feature model, the paper's preset over as many layers as the VGG weights cover.
     """
@@ -106,11 +106,11 @@ def _feature_setup(models: dict[str, torch.nn.Module], vgg_weights: str | None) 
     else:
         vgg = _load_vgg(find_vgg_weights(DEFAULT_VGG_WEIGHTS, None, vgg_weights))
         cfg = LossConfig.from_preset("feature", feature_layers=list(range(vgg.max_layer + 1)), vgg_weights=vgg.weights_source)
-    criterion = EyeToFaceLoss(cfg, vgg)
+    feature_loss = FeatureLoss.from_config(cfg, vgg)
     record = trained[0].training_info if trained else None
     if record and record.get("l_initial"):
-        criterion.feature.load_record(record["l_initial"])
-    return cfg, criterion
+        feature_loss.load_record(record["l_initial"])
+    return cfg, feature_loss
 
 
 def _load_vgg(weights: str, max_layer: int | None = None):
@@ -142,8 +142,7 @@ def evaluate(
     models = {src: load_generator(src).eval() for src in model_sources}
     judges = {judge: judge.available() if identity_block else "left out (--no-identity)" for judge in identity.JUDGES}
     running = [judge for judge, missing in judges.items() if not missing]
-    cfg, criterion = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
-    feature_loss = criterion.feature
+    cfg, feature_loss = _feature_setup(models, vgg_weights)  # before detection: missing weights fail at once
     if two_eye_baselines:
         models |= {f"{src} ({use})": OneEyeModelOnBothEyes(m, use)
                    for src, m in models.items() if m.eyes == 1 for use in OneEyeModelOnBothEyes.USES}

