@@ -45,9 +45,10 @@ MODELS: dict[str, ModelSpec] = {
     "feature-gan": ModelSpec("feature + GAN", "EYE2FACE_FEATURE_GAN_MODEL", "eye2face-feature-gan",
                              "the research's future work: feature and standard-deviation loss plus an adversarial "
                              "term from a critic.", optional=True, default=False),
-    "two-eyes": ModelSpec("two-eye model", "EYE2FACE_TWO_EYES_MODEL", "eye2face-two-eyes",
-                          "both eyes in, one face out (the setting of Chen et al. 2018), feature loss: its face is "
-                          "the \"both eyes\" row.", preset="feature", eyes=2, optional=True),
+    "two-eyes": ModelSpec("two-eye model", "EYE2FACE_TWO_EYES_MODEL", "eye2face-two-eyes-id",
+                          "both eyes in, one face out (the setting of Chen et al. 2018), feature loss plus an identity "
+                          "loss from a face recogniser (FaceNet): its face is the \"both eyes\" row.",
+                          preset="feature-id", eyes=2, optional=True),
 }
 
 

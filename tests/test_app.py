@@ -645,12 +645,12 @@ def test_optional_models_load_when_there_and_are_left_out_when_not(weights, all_
     env = {"EYE2FACE_FEATURE_GAN_MODEL": str(all_weights / "eye2face-feature-gan")}
     pipeline, sources = load_pipeline(env=env, weights_dir=weights)
     assert list(pipeline.models) == [*REQUIRED, "feature-gan"] and "EYE2FACE_FEATURE_GAN_MODEL" in sources["feature-gan"]
-    # All bundled: all in, each with the preset its entry expects (the two-eye model's is "feature"): no warning.
+    # All bundled: all in, each with the preset its entry expects (the two-eye model's is "feature-id"): no warning.
     pipeline, sources = load_pipeline(env={}, weights_dir=all_weights)
     assert list(pipeline.models) == list(MODELS) and not [s for s in sources.values() if "warning" in s]
     assert pipeline.models[TWO_EYES].eyes == 2 and all(pipeline.models[n].eyes == 1 for n in (*REQUIRED, *GANS))
     # A two-eye model in a one-eye model's place is refused: the bundled one serves, and the page says why.
-    _, sources = load_pipeline(env={"EYE2FACE_L1_MODEL": str(all_weights / "eye2face-two-eyes")}, weights_dir=weights)
+    _, sources = load_pipeline(env={"EYE2FACE_L1_MODEL": str(all_weights / MODELS[TWO_EYES].folder)}, weights_dir=weights)
     assert sources["l1"].startswith("bundled") and "it is a two-eye model" in sources["l1"]
 
 
