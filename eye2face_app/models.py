@@ -33,12 +33,17 @@ class ModelSpec(NamedTuple):
 
 
 # In the order of the comparison's columns. The research's pair (L1 vs feature loss) and the two-eye model's row are
-# the default comparison, on the page and through the API; a person or an API call (`models=[...]`) adds the others.
+# the default comparison, on the page and through the API (a sixth column leaves a phone's faces under 60 px wide);
+# a person or an API call (`models=[...]`) adds the others.
 MODELS: dict[str, ModelSpec] = {
     "l1": ModelSpec("L1 loss", "EYE2FACE_L1_MODEL", "eye2face-l1",
                     "the research's baseline: a plain pixel (L1) loss, which gives blurry, average faces."),
     "feature": ModelSpec("feature loss", "EYE2FACE_FEATURE_MODEL", "eye2face-feature",
                          "the research's method: VGG19 feature loss plus a standard-deviation term, for sharper faces."),
+    "feature-id": ModelSpec("feature + identity", "EYE2FACE_FEATURE_ID_MODEL", "eye2face-feature-id",
+                            "the research's future work: the feature model continued with an identity loss from a "
+                            "face recogniser (FaceNet), for faces nearer the person's.",
+                            preset="feature-id", optional=True, default=False),
     "wgan-gp": ModelSpec("WGAN-GP", "EYE2FACE_WGAN_GP_MODEL", "eye2face-wgan-gp",
                          "the research's GAN comparison: a conditional Wasserstein GAN with gradient penalty, "
                          "trained by its critic alone.", optional=True, default=False),

@@ -378,7 +378,8 @@ def test_messages_read_as_sentences():
 # --------------------------------------------------------------- the optional models: GAN presets, the two-eye model
 
 OPTIONAL = [name for name, spec in MODELS.items() if spec.optional]
-GANS = [name for name in OPTIONAL if MODELS[name].eyes == 1]  # wgan-gp, feature-gan: added on request
+GANS = [name for name in OPTIONAL if MODELS[name].preset is None]  # wgan-gp, feature-gan (presets of their names)
+DEFAULT = [name for name, spec in MODELS.items() if spec.default]  # compared when a request names no models
 (TWO_EYES,) = [name for name, spec in MODELS.items() if spec.eyes == 2]
 
 
@@ -450,8 +451,8 @@ def test_the_app_serves_the_extra_models_through_the_api(all_client, all_referen
     np.testing.assert_array_equal(row["feature + GAN"], right.faces["feature-gan"])
 
     _, details, _ = all_client.predict(astronaut, "both", api_name="/generate")  # the default models, as on the page
-    assert details["models"] == [*REQUIRED, TWO_EYES] and details["rows"] == ["left eye", "right eye", "both eyes"]
-    assert details["columns"] == [EYE_LABEL, *model_columns(), label(TWO_EYES), "real face"]
+    assert details["models"] == DEFAULT and details["rows"] == ["left eye", "right eye", "both eyes"]
+    assert details["columns"] == [EYE_LABEL, *map(label, DEFAULT), "real face"]
 
     eye = expected.eyes[0].eye
     Image.fromarray(eye).save(tmp_path / "eye.png")
@@ -499,8 +500,10 @@ def test_the_api_returns_the_two_eye_face_for_the_astronaut_photo(all_client, al
 def test_when_only_one_eye_is_found_the_page_says_why_there_is_no_two_eye_face(all_handlers, one_eye_photo):
     _, _, download, status = all_handlers.generate_page(str(one_eye_photo))  # the default models
     assert "only the left eye was found, so there is no two-eye face: it needs both eyes" in status
-    assert read_png(download.value["path"]).shape[:2] == (HEADER + CAPTION + TILE, 4 * TILE + 3 * GAP), \
-        "one row (the left eye) and no two-eye column: eye crop, L1, feature, real face"
+    one_eye_models = [name for name in DEFAULT if MODELS[name].eyes == 1]
+    columns = 2 + len(one_eye_models)
+    assert read_png(download.value["path"]).shape[:2] == (HEADER + CAPTION + TILE, columns * TILE + (columns - 1) * GAP), \
+        "one row (the left eye) and no two-eye column: the eye crop, the one-eye models, the real face"
     _, details, status = all_handlers.generate(str(one_eye_photo), "both", [TWO_EYES, "feature"])
     assert details["rows"] == ["left eye"] and label(TWO_EYES) not in details["columns"]
     assert any("no two-eye face" in note for note in details["notes"]) and "no two-eye face" in status
@@ -529,7 +532,7 @@ def test_every_endpoint_takes_the_same_models_input_so_defaults_agree(all_url):
             (choice,) = [i for i in dep["inputs"] if by_id[i]["type"] == "checkboxgroup"]
             models_inputs[dep["api_name"]] = choice
     assert len(models_inputs) == 3 and len(set(models_inputs.values())) == 1, models_inputs
-    assert by_id[models_inputs["live"]]["props"]["value"] == [*REQUIRED, TWO_EYES]
+    assert by_id[models_inputs["live"]]["props"]["value"] == DEFAULT
 
 
 def test_the_eye_crop_api_takes_two_crops_for_the_two_eye_model(all_client, all_reference, tmp_path):
@@ -564,13 +567,15 @@ def test_the_eye_crop_api_takes_two_crops_for_the_two_eye_model(all_client, all_
 
 
 def test_the_page_compares_its_default_models_and_the_ones_a_person_adds(all_handlers, all_reference, photos):
-    """The page: the research's pair and the two-eye row unless the person chooses otherwise, in all three tabs."""
+    """The page: the default models (the research's pair and the two-eye row) unless the person chooses otherwise, in
+    all three tabs."""
     photo = str(photos["astronaut"])
-    assert all_handlers.default_models == [*REQUIRED, TWO_EYES]
+    assert all_handlers.default_models == DEFAULT
     default = photo_comparison(EyeToFacePipeline({n: all_reference.models[n] for n in all_handlers.default_models})(photo))
     shown, _, download, status = all_handlers.generate_page(photo)
     assert shown == default.html()
-    assert read_png(download.value["path"]).shape[:2] == (HEADER + 3 * (CAPTION + TILE), 5 * TILE + 4 * GAP)
+    columns = 2 + len(DEFAULT)  # the eye crop, each default model, the real face
+    assert read_png(download.value["path"]).shape[:2] == (HEADER + 3 * (CAPTION + TILE), columns * TILE + (columns - 1) * GAP)
     _, _, download, _ = all_handlers.generate_page(photo, "both", ["l1", "wgan-gp"])
     assert read_png(download.value["path"]).shape[:2] == (HEADER + 2 * (CAPTION + TILE), 4 * TILE + 3 * GAP)
     shown, _, download, status = all_handlers.generate_page(photo, "both", [])
@@ -610,7 +615,7 @@ def test_the_page_says_what_each_model_is_and_which_optional_ones_are_not_instal
     assert [line.split("**")[1] for line in lines] == [label(name) for name in MODELS]
     assert all(MODELS[name].about in line and len(line) < 200 for name, line in zip(MODELS, lines))
     choice = page["models-to-compare"]
-    assert choice["visible"] is not False and choice["value"] == [*REQUIRED, TWO_EYES]
+    assert choice["visible"] is not False and choice["value"] == DEFAULT
     assert [value for _, value in choice["choices"]] == list(MODELS)
 
 
