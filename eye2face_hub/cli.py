@@ -1,4 +1,4 @@
-"""The `eye2face` command: prepare data, generate faces, evaluate models."""
+"""The `eye2face` command: prepare data, generate faces, evaluate models and merge evaluations."""
 
 from __future__ import annotations
 
@@ -80,6 +80,21 @@ def _evaluate(args) -> None:
     print(f"wrote {args.out}/metrics.json, metrics.md and grid.png ({metrics['n_pairs']} pairs)")
 
 
+def _merge(args) -> None:
+    from .evaluate import markdown_table, merge_evaluations, model_names
+
+    paths = [Path(r) / "metrics.json" if Path(r).is_dir() else Path(r) for r in args.runs]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such metrics.json (give evaluate's --out folders or metrics files)")
+    merged = merge_evaluations([json.loads(path.read_text()) for path in paths])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=2))
+    out.with_suffix(".md").write_text(markdown_table(merged, model_names(merged)))
+    print(f"wrote {out} and {out.with_suffix('.md')}: {len(model_names(merged))} models on {merged['n_photos']} photos")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eye2face", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,18 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop photos whose eye boxes do not each hold a YuNet eye landmark, as prepare does (default; "
                    "--no-landmark-check: Haar alone, the research's filter, e.g. its 333 CelebA validation photos)")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("merge", help="several evaluations of the same photos as one table (each model's rows must "
+                       "agree where two evaluations scored it)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="evaluate's --out folders, or their metrics.json files")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="the merged metrics; its table goes beside it (.md)")
+    p.set_defaults(func=_merge)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .evaluate import NothingToEvaluate
+    from .evaluate import NothingToEvaluate, NotTheSameEvaluation
     from .hub import ModelLoadError
     from .pipeline import Eye2FaceError
 
     try:
         args.func(args)
-    except (Eye2FaceError, ModelLoadError, FileNotFoundError, NothingToEvaluate) as e:
+    except (Eye2FaceError, ModelLoadError, FileNotFoundError, NothingToEvaluate, NotTheSameEvaluation) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -244,6 +244,47 @@ def evaluate(
     return metrics
 
 
+# What makes two evaluations comparable: the same photos, pairs and filter, and the same VGG layers and weights.
+SAME_EVALUATION = ("n_photos", "n_pairs", "haar_yield", "landmark_check", "feature_layers", "vgg_weights_sha256")
+
+
+class NotTheSameEvaluation(ValueError):
+    """Evaluations to merge differ in their photos or in a model's scores."""
+
+
+def model_names(metrics: dict) -> list[str]:
+    """The models an evaluation scored, in its order (each model's block holds its pixel metrics)."""
+    return [key for key, value in metrics.items() if isinstance(value, dict) and "l1" in value]
+
+
+def merge_evaluations(runs: list[dict]) -> dict:
+    """Several evaluations of the same photos as one, their models side by side in the order first scored.
+
+    Scoring is deterministic per photo, so whatever two runs both scored (a model's metrics, the real faces' block of
+    a judge) must agree; what one run skipped or left out (a judge) is taken from another. NotTheSameEvaluation
+    otherwise.
+    """
+    merged = runs[0]
+    for run in runs[1:]:
+        for key in SAME_EVALUATION:
+            if run.get(key) != merged.get(key):
+                raise NotTheSameEvaluation(f"not the same photos or VGG setup: {key} is {merged.get(key)!r} in one "
+                                           f"evaluation and {run.get(key)!r} in another")
+        merged = _merged(merged, run, "")
+    return merged
+
+
+def _merged(held, new, where: str):
+    skipped = lambda v: v is None or (isinstance(v, dict) and "skipped" in v)  # noqa: E731
+    if skipped(held) or skipped(new):
+        return new if skipped(held) else held
+    if isinstance(held, dict) and isinstance(new, dict):
+        return {k: _merged(held.get(k), new.get(k), f"{where}/{k}" if where else k) for k in {**held, **new}}
+    if held != new:
+        raise NotTheSameEvaluation(f"{where} is {held!r} in one evaluation and {new!r} in another of the same photos")
+    return held
+
+
 def _photos(images: str, limit: int | None, check_landmarks: bool):
     """The photo rows to evaluate and their yield: a prepared folder's validation split, else prepare's rows."""
     if not is_prepared(images):
@@ -308,8 +349,9 @@ def identity_table(metrics: dict, names: list[str], judge: identity.Judge) -> st
     rows = [f"Identity, by {judge.title} ({'distances' if judge.measure == 'distance' else 'cosine similarities'}; "
             f"same person {rule}):", "",
             "| model | " + " | ".join(title for _, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name in names:
-        rows.append(f"| {name} | " + " | ".join(f"{metrics[name][judge.key][k]:.4g}" for k, _ in columns) + " |")
+    for name in names:  # a model merged from an evaluation without this judge gets empty cells
+        scores = metrics[name].get(judge.key, {})
+        rows.append(f"| {name} | " + " | ".join(f"{scores[k]:.4g}" if k in scores else "" for k, _ in columns) + " |")
     rows.append("| real faces | " + " | ".join("" for _ in columns[:-1]) + f" | {block['real_spread']:.4g} |")
     rows.append(
         f"\nRetrieval among the {block['n_real_faces']} real faces; chance level top-1 {block['chance_top1']:.4f}, "
@@ -322,7 +364,7 @@ def identity_table(metrics: dict, names: list[str], judge: identity.Judge) -> st
                  "| model | age band | photos | " + " | ".join(title for _, title in columns) + " |",
                  "|---" * (len(columns) + 3) + "|"]
         for name in names:
-            for band, m in metrics[name][f"{judge.key}_by_age_band"].items():
+            for band, m in metrics[name].get(f"{judge.key}_by_age_band", {}).items():
                 rows.append(f"| {name} | {band} | {block['by_age_band'][band]['n_real_faces']} | "
                             + " | ".join(f"{m[k]:.4g}" for k, _ in columns) + " |")
         for band, b in block["by_age_band"].items():

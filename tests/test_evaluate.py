@@ -217,3 +217,37 @@ def test_evaluate_a_feature_id_model_without_facenet(celeba_sample, tmp_path, mo
                 "--limit", "4", "--no-identity"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["feature_layers"] == [0, 1, 2, 3] and metrics[str(tmp_path / "m")]["feature_loss"] > 0
+
+
+def test_evaluations_of_the_same_photos_merge_into_one_table(celeba_sample, tmp_path, capsys):
+    """Two runs on the same photos, one model in both: one table of the three, each row as its run scored it; the
+    judges the first run left out come from the second. Runs that disagree, or scored other photos, are refused."""
+    for seed, name in enumerate("abc"):
+        torch.manual_seed(seed)
+        EyeToFace(latent_dim=32).save_pretrained(tmp_path / name)
+    model = {name: str(tmp_path / name) for name in "abc"}
+    common = ["--images", str(celeba_sample), "--limit", "4", "--vgg-weights", str(need(VGG_FILE))]
+    assert cli(["evaluate", "--model", model["a"], "--model", model["b"], "--out", str(tmp_path / "one"),
+                "--no-identity", *common]) == 0
+    assert cli(["evaluate", "--model", model["b"], "--model", model["c"], "--out", str(tmp_path / "two"), *common]) == 0
+    one, two = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two"))
+    out = tmp_path / "merged" / "table.json"
+    assert cli(["merge", str(tmp_path / "one"), str(tmp_path / "two" / "metrics.json"), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert [k for k in merged if k in model.values()] == list(model.values())
+    assert merged[model["a"]] == one[model["a"]] and merged[model["c"]] == two[model["c"]]
+    assert merged[model["b"]] == two[model["b"]] and merged[model["b"]]["l1"] == one[model["b"]]["l1"]
+    for judge in identity.JUDGES:
+        assert merged[judge.key] == two[judge.key]
+    table = out.with_suffix(".md").read_text()
+    assert all(table.count(f"| {m} |") == 1 + sum(not j.available() for j in identity.JUDGES) for m in model.values())
+
+    two[model["b"]]["l1"] += 0.01  # as if run two had scored b differently
+    (tmp_path / "two" / "metrics.json").write_text(json.dumps(two))
+    capsys.readouterr()
+    assert cli(["merge", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "bad.json")]) == 1
+    assert f"{model['b']}/l1 is" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+    assert cli(["evaluate", "--model", model["c"], "--out", str(tmp_path / "fewer"), "--no-identity", *common[:-3],
+                "2", *common[-2:]]) == 0
+    assert cli(["merge", str(tmp_path / "one"), str(tmp_path / "fewer"), "--out", str(tmp_path / "bad.json")]) == 1
+    assert "not the same photos" in capsys.readouterr().err
