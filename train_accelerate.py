@@ -28,6 +28,7 @@ from PIL import Image
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
+from eye2face_hub.ages import band_counts
 from eye2face_hub.critic import Critic
 from eye2face_hub.data import EYE_COLUMNS, EyeFacePairs, as_input, held_out_split, load_pairs
 from eye2face_hub.facenet import load_facenet, resolve_weights
@@ -188,7 +189,10 @@ def split_rows(args):
             held, rows, how = rows.select(range(len(rows) - n_val, len(rows))), rows.select(range(len(rows) - n_val)), f"its last {n_val} rows"
         train.append(rows)
         val.append(held)
-        args.data_sets.append({"data": source, "train_rows": len(rows), "val_rows": len(held), "validation": how})
+        record = {"data": source, "train_rows": len(rows), "val_rows": len(held), "validation": how}
+        if bands := band_counts(rows["source"]):  # the names carry ages (UTKFace's): the model card gives them
+            record["train_rows_by_age_band"] = bands
+        args.data_sets.append(record)
     if args.val_data:
         val = [load_pairs(args.val_data)]
     return datasets.concatenate_datasets(train), datasets.concatenate_datasets(val)

@@ -37,3 +37,9 @@ def band_order(bands) -> list[str]:
     """The bands present, youngest first, unknown last."""
     order = [band for band, _, _ in AGE_BANDS] + [UNKNOWN]
     return sorted(set(bands), key=order.index)
+
+
+def band_counts(names) -> dict[str, int]:
+    """Photos per age band, youngest first, from their file names; {} when no name carries an age (CelebA's)."""
+    bands = [band_of(name) for name in names]
+    return {band: bands.count(band) for band in band_order(bands)} if set(bands) - {UNKNOWN} else {}

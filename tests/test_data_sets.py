@@ -2,8 +2,12 @@
 sets, how many rows each, and what was held out."""
 
 import json
+from collections import Counter
+from pathlib import Path
 
 import pytest
+
+from eye2face_hub.ages import age_band
 
 from .training_run import train
 from .utkface import utkface_sample  # noqa: F401  (a fixture)
@@ -34,10 +38,12 @@ def test_each_set_holds_out_its_own_split(prepared_pairs, utkface_pairs, tmp_pat
     assert list(train_rows["source"]) == celeba[:-3] + utk
     assert list(val_rows["source"]) == celeba[-3:] + utk_val
     assert not set(train_rows["source"]) & set(val_rows["source"])
+    ages = Counter(age_band(int(Path(name).name.split("_")[0])) for name in utk)  # UTKFace names start with the age
     assert args.data_sets == [
         {"data": str(prepared_pairs), "train_rows": len(celeba) - 3, "val_rows": 3, "validation": "its last 3 rows"},
         {"data": str(utkface_pairs), "train_rows": len(utk), "val_rows": len(utk_val),
-         "validation": "its validation split (prepare --val-photos)"},
+         "validation": "its validation split (prepare --val-photos)",
+         "train_rows_by_age_band": {band: ages[band] for band in ("0-12", "13-59", "60+") if ages[band]}},
     ]
 
 
@@ -51,3 +57,9 @@ def test_config_records_the_sets(prepared_pairs, utkface_pairs, tmp_path):
     assert training["args"]["data"] == [str(prepared_pairs), str(utkface_pairs)] and "data_sets" not in training["args"]
     assert sum(s["train_rows"] for s in sets) * 2 == training["train_pairs"]  # one-eye model: two pairs a photo
     assert sum(s["val_rows"] for s in sets) * 2 == training["val_pairs"]
+    # The model card names both data sets, UTKFace's licence and its training photos by age band; CelebA has no ages.
+    card = (tmp_path / "README.md").read_text()
+    assert "- celeba\n- utkface\n" in card and "UTKFace is also for **non-commercial research only**" in card
+    utk = sets[1]["train_rows_by_age_band"]
+    assert "train_rows_by_age_band" not in sets[0] and sum(utk.values()) == sets[1]["train_rows"]
+    assert ", ".join(f"{band} {n}" for band, n in utk.items()) in card
