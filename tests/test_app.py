@@ -378,7 +378,7 @@ def test_messages_read_as_sentences():
 # --------------------------------------------------------------- the optional models: GAN presets, the two-eye model
 
 OPTIONAL = [name for name, spec in MODELS.items() if spec.optional]
-GANS = [name for name in OPTIONAL if MODELS[name].preset is None]  # wgan-gp, feature-gan (presets of their names)
+GANS = [name for name in OPTIONAL if "GAN" in MODELS[name].label]  # wgan-gp, feature-gan: added on request
 DEFAULT = [name for name, spec in MODELS.items() if spec.default]  # compared when a request names no models
 (TWO_EYES,) = [name for name, spec in MODELS.items() if spec.eyes == 2]
 
