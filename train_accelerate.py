@@ -125,6 +125,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--push-to-hub", action="store_true")
     p.add_argument("--hub-model-id", default=None)
     p.add_argument("--hub-private", action="store_true")
+    p.add_argument("--push-samples", action="store_true",
+                   help="also upload samples.png (eye | generated | real of validation photos) and show it in the model card; "
+                        "off by default: it holds crops of your photos, which CelebA's and UTKFace's terms forbid redistributing")
     p.add_argument("--focus-layer", type=int, default=10)
     p.add_argument("--feature-layers", type=parse_layers, default=None, help="e.g. 0-11; default all 22")
     p.add_argument("--vgg-weights", default=DEFAULT_VGG_WEIGHTS, help="safetensors file, folder or Hub repo")
@@ -139,6 +142,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push-to-hub needs --hub-model-id")
+    if args.push_samples and not args.push_to_hub:
+        p.error("--push-samples goes with --push-to-hub (samples.png is always saved locally)")
     if args.critic_steps > 1 and args.preset not in ("wgan-gp", "feature-gan"):
         p.error("--critic-steps is for the GAN presets (wgan-gp, feature-gan)")
     if args.preset in ("wgan-gp", "feature-gan") and args.gradient_accumulation_steps > 1:
@@ -525,25 +530,29 @@ def publish(model, loss_config: LossConfig, training: dict, args) -> None:
     """save_pretrained (weights, config with loss config and training record, model card); then push."""
     out = Path(args.output_dir)
     (out / "README.md").unlink(missing_ok=True)  # the mixin never overwrites a card
+    # The card shows the grid only where it goes with the card: a local folder, or a push with --push-samples.
+    shows_samples = (out / "samples.png").exists() and (args.push_samples or not args.push_to_hub)
     config = {**model._hub_mixin_config, "loss_config": loss_config.to_dict(), "training": training}
     model.save_pretrained(
         out,
         config=config,
-        model_card_kwargs={"loss_config": loss_config.to_dict(), "training": training, "sample_grid": (out / "samples.png").exists()},
+        model_card_kwargs={"loss_config": loss_config.to_dict(), "training": training, "sample_grid": shows_samples},
     )
     logger.info(f"saved {out}/model.safetensors, config.json and README.md")
     if args.push_to_hub:
+        ignore = ["checkpoint-*", "logs/*", "rank-*.json", CRITIC_FILE, *([] if shows_samples else ["samples.png"])]
         try:
             from huggingface_hub import HfApi
 
             api = HfApi()
             api.create_repo(args.hub_model_id, private=args.hub_private, exist_ok=True)
-            api.upload_folder(repo_id=args.hub_model_id, folder_path=out, ignore_patterns=["checkpoint-*", "logs/*", "rank-*.json", CRITIC_FILE])
+            api.upload_folder(repo_id=args.hub_model_id, folder_path=out, ignore_patterns=ignore)
             logger.info(f"pushed to https://huggingface.co/{args.hub_model_id}")
         except Exception as e:  # no token, no network: the local folder is complete, say how to retry
             raise SystemExit(
                 f"error: could not push to the Hub ({type(e).__name__}: {e}). Everything is saved in {out}; "
-                f"log in with `hf auth login` and run: hf upload {args.hub_model_id} {out}"
+                f"log in with `hf auth login` and run: hf upload {args.hub_model_id} {out} "
+                + " ".join(f"--exclude '{pattern}'" for pattern in ignore)
             ) from None
 
 

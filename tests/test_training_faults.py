@@ -177,6 +177,7 @@ def test_a_kill_at_any_point_of_saving_leaves_only_complete_checkpoints(tmp_path
         (["--lr", "0"], "--lr must be positive"),
         (["--std-pool", "0"], "argument --std-pool: must be a positive integer, got 0"),
         (["--resume-from-checkpoint", "runs/x/checkpoint-8.tmp"], "not a complete checkpoint folder"),
+        (["--push-samples"], "--push-samples goes with --push-to-hub"),
     ],
 )
 def test_bad_arguments_are_refused_by_the_parser(argv, message, capsys, tmp_path):
@@ -269,3 +270,55 @@ def test_bad_weights_and_data_fail_at_start_with_a_clear_message(prepared_pairs,
         assert result["code"].startswith("error: ") and message in result["code"], f"{name}: {result['code']}"
         assert not result["decoded"], f"{name}: failed only after the data was decoded"
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------------- publishing
+
+
+class RecordingHub:
+    """HfApi's two calls `publish` makes, recorded; `fail` makes the upload raise as without a token."""
+
+    calls: list = []
+    fail = False
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id))
+
+    def upload_folder(self, repo_id, folder_path, ignore_patterns):
+        if self.fail:
+            raise PermissionError("401 Unauthorized")
+        self.calls.append(("upload_folder", repo_id, sorted(ignore_patterns)))
+
+
+@pytest.mark.parametrize("push_samples", [False, True])
+def test_the_sample_grid_of_your_photos_is_pushed_only_when_asked(tmp_path, monkeypatch, push_samples):
+    import huggingface_hub
+    from accelerate import PartialState
+
+    from eye2face_hub import load_generator
+    from eye2face_hub.losses import LossConfig
+    from train_accelerate import parse_args, publish
+
+    bundled = REPO / "weights" / "eye2face-feature"
+    config = json.loads((bundled / "config.json").read_text())
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "samples.png").write_bytes(b"a grid of validation crops")
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
+    RecordingHub.calls, RecordingHub.fail = [], False
+    PartialState(cpu=True)  # publish logs through accelerate, as in a run
+    argv = ["--data", str(tmp_path), "--output-dir", str(out), "--push-to-hub", "--hub-model-id", "me/eye2face"]
+    args = parse_args([*argv, *(["--push-samples"] if push_samples else [])])
+
+    publish(load_generator(bundled), LossConfig.from_dict(config["loss_config"]), config["training"], args)
+    (_, _), (_, repo, ignored) = RecordingHub.calls
+    assert repo == "me/eye2face" and "checkpoint-*" in ignored
+    assert ("samples.png" not in ignored) == push_samples
+    assert ("samples.png" in (out / "README.md").read_text()) == push_samples  # the card links only what is pushed
+
+    RecordingHub.fail = True  # without a token: everything stays local, and the retry command keeps the same files out
+    with pytest.raises(SystemExit) as e:
+        publish(load_generator(bundled), LossConfig.from_dict(config["loss_config"]), config["training"], args)
+    assert f"hf upload me/eye2face {out}" in str(e.value) and "401 Unauthorized" in str(e.value)
+    assert ("--exclude 'samples.png'" in str(e.value)) == (not push_samples)
+    assert (out / "model.safetensors").exists() and (out / "samples.png").exists()
