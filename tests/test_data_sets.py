@@ -9,6 +9,7 @@ import pytest
 
 from eye2face_hub.ages import age_band
 
+from .paths import REPO
 from .training_run import train
 from .utkface import utkface_sample  # noqa: F401  (a fixture)
 
@@ -18,7 +19,7 @@ def utkface_pairs(utkface_sample, tmp_path_factory):  # noqa: F811
     """UTKFace pairs with a validation split (prepare --val-photos)."""
     from eye2face_hub.data import prepare
 
-    out = tmp_path_factory.mktemp("utkface-pairs") / "pairs"
+    out = tmp_path_factory.mktemp("aged") / "pairs"  # a name that does not say UTKFace: the card must tell by the photos
     pairs, _ = prepare(str(utkface_sample), str(out), val_photos=15)
     assert len(pairs["train"]) >= 2 and len(pairs["validation"]) >= 1
     return out
@@ -63,3 +64,15 @@ def test_config_records_the_sets(prepared_pairs, utkface_pairs, tmp_path):
     utk = sets[1]["train_rows_by_age_band"]
     assert "train_rows_by_age_band" not in sets[0] and sum(utk.values()) == sets[1]["train_rows"]
     assert ", ".join(f"{band} {n}" for band, n in utk.items()) in card
+
+
+def test_a_card_names_utkface_only_for_a_model_trained_on_it(tmp_path):
+    from eye2face_hub import load_generator
+
+    for name, trained_on_utkface in [("weights/eye2face-two-eyes-id", False), ("milestones/eye2face-two-eyes-allages", True)]:
+        config = json.loads((REPO / name / "config.json").read_text())
+        out = tmp_path / name
+        load_generator(REPO / name).save_pretrained(out, model_card_kwargs={
+            "loss_config": config["loss_config"], "training": config["training"], "sample_grid": False})
+        card = (out / "README.md").read_text()
+        assert ("- utkface" in card) == trained_on_utkface and ("UTKFace is also for" in card) == trained_on_utkface
