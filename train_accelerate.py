@@ -421,7 +421,8 @@ class Run:
         return {
             "args": args,
             "steps": self.global_step, "train_pairs": len(self.train_set), "val_pairs": len(self.val_set),
-            "processes": a.num_processes, "device": a.device.type, "wall_time_s": stage["wall_time_s"],
+            "processes": a.num_processes, "device": a.device.type, "mixed_precision": a.mixed_precision,
+            "wall_time_s": stage["wall_time_s"],
             "resumed_at_steps": self.clock.resumed_at,
             "stages": stages, "from_scratch": stages[0]["init_from"] is None,
             "total_steps": sum(s["steps"] or 0 for s in stages), "total_epochs": round(sum(s["epochs"] or 0 for s in stages), 2),

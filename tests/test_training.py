@@ -85,3 +85,12 @@ def test_a_run_continued_from_saved_weights_records_the_whole_chain(prepared_pai
     assert second["total_wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=0.2)
     card = (tmp_path / "second" / "README.md").read_text()
     assert "from a freshly initialised generator" in card and "In total 5 steps" in card, card
+
+
+def test_the_record_names_the_precision_that_accelerate_launch_chose(prepared_pairs, tmp_path):
+    # `accelerate launch --mixed_precision bf16` reaches the trainer as ACCELERATE_MIXED_PRECISION, not as its flag.
+    train(prepared_pairs, tmp_path, "--preset", "l1", "--max-steps", "1", ACCELERATE_MIXED_PRECISION="bf16")
+    training = json.loads((tmp_path / "config.json").read_text())["training"]
+    assert training["args"]["mixed_precision"] is None and training["mixed_precision"] == "bf16"
+    card = (tmp_path / "README.md").read_text()
+    assert "mixed precision bf16," in card, card
