@@ -76,3 +76,5 @@ def test_a_card_names_utkface_only_for_a_model_trained_on_it(tmp_path):
             "loss_config": config["loss_config"], "training": config["training"], "sample_grid": False})
         card = (out / "README.md").read_text()
         assert ("- utkface" in card) == trained_on_utkface and ("UTKFace is also for" in card) == trained_on_utkface
+        # its validation metrics are over both sets' held-out photos
+        assert ("name: CelebA and UTKFace, held-out validation photos" in card) == trained_on_utkface
