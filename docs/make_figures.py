@@ -42,7 +42,7 @@ COMPARED_FOLDERS = [
     ("feature + identity", "eye2face-feature-id"), ("feature, all ages", "eye2face-feature-allages"),
     ("two eyes", "eye2face-two-eyes"), ("two eyes, control", "eye2face-two-eyes-control"),
     ("two eyes + identity", "eye2face-two-eyes-id"), ("two eyes, all ages", "eye2face-two-eyes-allages"),
-    ("two eyes + identity, all ages", "eye2face-two-eyes-id-allages"),
+    ("+ identity, all ages", "eye2face-two-eyes-id-allages"),
 ]
 AGE_EXAMPLES = 3  # held-out UTKFace photos shown per age band
 

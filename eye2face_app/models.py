@@ -50,9 +50,9 @@ MODELS: dict[str, ModelSpec] = {
     "feature-gan": ModelSpec("feature + GAN", "EYE2FACE_FEATURE_GAN_MODEL", "eye2face-feature-gan",
                              "the research's future work: feature and standard-deviation loss plus an adversarial "
                              "term from a critic.", optional=True, default=False),
-    "two-eyes": ModelSpec("two-eye model", "EYE2FACE_TWO_EYES_MODEL", "eye2face-two-eyes-id",
-                          "both eyes in, one face out (the setting of Chen et al. 2018), feature loss plus an identity "
-                          "loss from a face recogniser (FaceNet): its face is the \"both eyes\" row.",
+    "two-eyes": ModelSpec("two-eye model", "EYE2FACE_TWO_EYES_MODEL", "eye2face-two-eyes-id-allages",
+                          "both eyes in, one face out (Chen et al. 2018), feature plus identity (FaceNet) loss, "
+                          "also trained on UTKFace's faces of all ages: its face is the \"both eyes\" row.",
                           preset="feature-id", eyes=2, optional=True),
 }
 

@@ -69,7 +69,7 @@ def test_config_records_the_sets(prepared_pairs, utkface_pairs, tmp_path):
 def test_a_card_names_utkface_only_for_a_model_trained_on_it(tmp_path):
     from eye2face_hub import load_generator
 
-    for name, trained_on_utkface in [("weights/eye2face-two-eyes-id", False), ("milestones/eye2face-two-eyes-allages", True)]:
+    for name, trained_on_utkface in [("weights/eye2face-two-eyes-id", False), ("weights/eye2face-two-eyes-id-allages", True)]:
         config = json.loads((REPO / name / "config.json").read_text())
         out = tmp_path / name
         load_generator(REPO / name).save_pretrained(out, model_card_kwargs={
