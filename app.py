@@ -43,9 +43,10 @@ exact eye crop each face was generated from.
 
 **Limits.** The models were trained on CelebA celebrity photos (near-frontal, well lit, aligned), so they do best on
 similar photos and reproduce that data set's biases: mostly young adults. The two-eye model was also trained on
-UTKFace (faces aged 0 to 116); it still gives children and older people a younger adult's face more often than not. One eye carries little information: the face is a plausible
-guess at the average face that goes with such an eye, **not the real person's face**. Haar cascades miss faces that are
-turned, small, dark or partly hidden, and sometimes take an eyebrow or a nostril for an eye.
+UTKFace (faces aged 0 to 116); it still gives children and older people a younger adult's face more often than not.
+One eye carries little information: the face is a plausible guess at the average face that goes with such an eye,
+**not the real person's face**. Haar cascades miss faces that are turned, small, dark or partly hidden, and sometimes
+take an eyebrow or a nostril for an eye.
 
 **This is a research demo, not an identification tool.** Do not use it to identify, verify or judge anyone.
 Photos, webcam frames and results are not kept: they are deleted from the server within
