@@ -42,8 +42,9 @@ The app finds the face and the eyes with OpenCV Haar cascades, draws the boxes i
 exact eye crop each face was generated from.
 
 **Limits.** The models were trained on CelebA celebrity photos (near-frontal, well lit, aligned), so they do best on
-similar photos and reproduce that data set's biases: mostly young adults. The two-eye model was also trained on
-UTKFace (faces aged 0 to 116); it still gives children and older people a younger adult's face more often than not.
+similar photos and reproduce that data set's biases: mostly young adults. The two-eye and the feature + identity
+models were also trained on UTKFace (faces aged 0 to 116); they still give children and older people a younger
+adult's face more often than not.
 One eye carries little information: the face is a plausible guess at the average face that goes with such an eye,
 **not the real person's face**. Haar cascades miss faces that are turned, small, dark or partly hidden, and sometimes
 take an eyebrow or a nostril for an eye.
@@ -51,7 +52,7 @@ take an eyebrow or a nostril for an eye.
 **This is a research demo, not an identification tool.** Do not use it to identify, verify or judge anyone.
 Photos, webcam frames and results are not kept: they are deleted from the server within
 {-(-(CACHE_SECONDS + min(60, CACHE_SECONDS)) // 60)} minute(s) of each request, and they are not logged.
-Trained weights: CelebA (and UTKFace for the two-eye model), both non-commercial research use only.
+Trained weights: CelebA (and UTKFace for the two-eye and the feature + identity models), both non-commercial research use only.
 """
 
 CSS = comparison.CSS + """

@@ -43,6 +43,7 @@ COMPARED_FOLDERS = [
     ("two eyes", "eye2face-two-eyes"), ("two eyes, control", "eye2face-two-eyes-control"),
     ("two eyes + identity", "eye2face-two-eyes-id"), ("two eyes, all ages", "eye2face-two-eyes-allages"),
     ("+ identity, all ages", "eye2face-two-eyes-id-allages"),
+    ("feature + identity, all ages", "eye2face-feature-id-allages"),
 ]
 AGE_EXAMPLES = 3  # held-out UTKFace photos shown per age band
 
