@@ -40,10 +40,10 @@ WEIGHTS = {label: ROOT / "weights" / folder for label, folder in [
 COMPARED_FOLDERS = [
     ("feature loss", "eye2face-feature"), ("feature, control", "eye2face-feature-control"),
     ("feature + identity", "eye2face-feature-id"), ("feature, all ages", "eye2face-feature-allages"),
+    ("feature + id, all ages", "eye2face-feature-id-allages"),
     ("two eyes", "eye2face-two-eyes"), ("two eyes, control", "eye2face-two-eyes-control"),
     ("two eyes + identity", "eye2face-two-eyes-id"), ("two eyes, all ages", "eye2face-two-eyes-allages"),
-    ("+ identity, all ages", "eye2face-two-eyes-id-allages"),
-    ("feature + identity, all ages", "eye2face-feature-id-allages"),
+    ("two eyes + id, all ages", "eye2face-two-eyes-id-allages"),
 ]
 AGE_EXAMPLES = 3  # held-out UTKFace photos shown per age band
 

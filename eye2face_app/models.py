@@ -41,9 +41,8 @@ MODELS: dict[str, ModelSpec] = {
     "feature": ModelSpec("feature loss", "EYE2FACE_FEATURE_MODEL", "eye2face-feature",
                          "the research's method: VGG19 feature loss plus a standard-deviation term, for sharper faces."),
     "feature-id": ModelSpec("feature + identity", "EYE2FACE_FEATURE_ID_MODEL", "eye2face-feature-id-allages",
-                            "the research's future work: the feature model continued with an identity loss from a "
-                            "face recogniser (FaceNet), for faces nearer the person's, also trained on UTKFace's "
-                            "faces of all ages.",
+                            "the research's future work: the feature model continued with a face recogniser's "
+                            "(FaceNet) identity loss, also on UTKFace's faces of all ages.",
                             preset="feature-id", optional=True, default=False),
     "wgan-gp": ModelSpec("WGAN-GP", "EYE2FACE_WGAN_GP_MODEL", "eye2face-wgan-gp",
                          "the research's GAN comparison: a conditional Wasserstein GAN with gradient penalty, "
