@@ -113,12 +113,14 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 def loaded_size(page, selector: str) -> tuple[int, int]:
-    """Waits until the image in `selector` has loaded; its natural (width, height)."""
-    page.wait_for_function(
-        "s => { const i = document.querySelector(s + ' img'); return i && i.complete && i.naturalWidth > 0; }",
+    """Waits until the image in `selector` has loaded; its natural (width, height), read in the same check (a live
+    stream may swap the image for one still loading in between)."""
+    size = page.wait_for_function(
+        "s => { const i = document.querySelector(s + ' img'); "
+        "return i && i.complete && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight]; }",
         arg=selector,
     )
-    return tuple(page.eval_on_selector(f"{selector} img", "i => [i.naturalWidth, i.naturalHeight]"))
+    return tuple(size.json_value())
 
 
 def shown_comparison(page, selector: str, previous: str | None = None) -> dict:
