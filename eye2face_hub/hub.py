@@ -89,7 +89,9 @@ class GeneratorHub(
 
     def save_pretrained(self, save_directory, *, config: dict | None = None, **kwargs):
         config = {**(config if config is not None else self._hub_mixin_config or {}), "arch": self.arch}
-        card = {"eyes": getattr(self, "eyes", 1), **(kwargs.pop("model_card_kwargs", None) or {})}  # one eye or two
+        # the card's model-index is named after the folder, which push_to_hub names after the repo
+        card = {"eyes": getattr(self, "eyes", 1), "model_name": Path(save_directory).name,
+                **(kwargs.pop("model_card_kwargs", None) or {})}
         return super().save_pretrained(save_directory, config=config, model_card_kwargs=card, **kwargs)
 
     @classmethod

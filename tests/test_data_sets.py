@@ -66,7 +66,7 @@ def test_config_records_the_sets(prepared_pairs, utkface_pairs, tmp_path):
     assert ", ".join(f"{band} {n}" for band, n in utk.items()) in card
 
 
-def test_a_card_names_utkface_only_for_a_model_trained_on_it(tmp_path):
+def test_a_card_names_utkface_only_for_a_model_trained_on_it_and_its_model_after_its_folder(tmp_path):
     from eye2face_hub import load_generator
 
     for name, trained_on_utkface in [("weights/eye2face-two-eyes-id", False), ("weights/eye2face-two-eyes-id-allages", True)]:
@@ -78,3 +78,5 @@ def test_a_card_names_utkface_only_for_a_model_trained_on_it(tmp_path):
         assert ("- utkface" in card) == trained_on_utkface and ("UTKFace is also for" in card) == trained_on_utkface
         # its validation metrics are over both sets' held-out photos
         assert ("name: CelebA and UTKFace, held-out validation photos" in card) == trained_on_utkface
+        # its model-index is named after its folder (a Hub repo's name), so the two are told apart
+        assert f"- name: {out.name}\n" in card and f"- name: {out.name}\n" in (REPO / name / "README.md").read_text()
