@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from eye2face_hub import EyeToFace
+from eye2face_hub.training import native_bf16
 
 from .paths import VGG_FILE, need
 from .training_run import ACCELERATE
@@ -89,8 +90,16 @@ def test_a_run_continued_from_saved_weights_records_the_whole_chain(prepared_pai
 
 def test_the_record_names_the_precision_that_accelerate_launch_chose(prepared_pairs, tmp_path):
     # `accelerate launch --mixed_precision bf16` reaches the trainer as ACCELERATE_MIXED_PRECISION, not as its flag.
-    train(prepared_pairs, tmp_path, "--preset", "l1", "--max-steps", "1", ACCELERATE_MIXED_PRECISION="bf16")
+    out = train(prepared_pairs, tmp_path, "--preset", "l1", "--max-steps", "1", ACCELERATE_MIXED_PRECISION="bf16")
+    assert ("bf16 on this CPU is emulated" in out) == (not native_bf16("cpu")), out[-3000:]
     training = json.loads((tmp_path / "config.json").read_text())["training"]
     assert training["args"]["mixed_precision"] is None and training["mixed_precision"] == "bf16"
     card = (tmp_path / "README.md").read_text()
     assert "mixed precision bf16," in card, card
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_is_native_on_a_cpu_only_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert native_bf16("cpu") == native and native_bf16("cuda")
