@@ -462,7 +462,7 @@ def start(args) -> tuple[Accelerator, LossConfig, object, object, object, object
     logger.info(f"rank {accelerator.process_index} of {accelerator.num_processes} on {accelerator.device}, "
                 f"mixed precision {accelerator.mixed_precision}", main_process_only=False)
     if accelerator.mixed_precision == "bf16" and not native_bf16(accelerator.device.type):
-        logger.warning("bf16 on this CPU is emulated (it has neither avx512_bf16 nor AMX): a step runs about 13x slower "
+        logger.warning("bf16 on this CPU is emulated (it has neither avx512_bf16 nor AMX): a step runs 13-18x slower "
                        "than in float32. Train with --mixed-precision no here.")
     set_seed(args.seed)
     loss_config = loss_config_from_args(args)

@@ -3,14 +3,17 @@ convolutions alone, all in the same interleaved rounds, so that ratios between p
 
     python -m bench.bench_train --out /tmp/train.json [--presets l1 feature feature-id] [--repeat 5] [--no-compile]
 
-The step is the trainer's TrainingStep: uint8 batch of 64 -> [0,1] channels_last, bf16 autocast, generator, loss (L1;
-VGG19 feature loss on layers 0-11 + std loss; feature-id adds FaceNet's identity term), backward, Adam step, on random
-pixels. Each round runs every step once in rotated order; figures are medians and ratios of medians.
+The step is the trainer's TrainingStep: uint8 batch of 64 -> [0,1] channels_last, bf16 autocast (float32 in the
+eager-fp32 variant), generator, loss (L1; VGG19 feature loss on layers 0-11 + std loss; feature-id adds FaceNet's
+identity term), backward, Adam step, on random pixels. Each round runs every step once in rotated order; figures are
+medians and ratios of medians.
 - ratio_to_feature: each step over the feature step of its variant (feature-id: what the identity term costs).
 - convolutions alone: every Conv2d/ConvTranspose2d of the generator and the VGG with its shapes, bf16, channels_last,
   forward and the backward the step needs (generator: input and weight gradients; VGG on the generated face: input
   gradient; on the real face: forward only). The feature step's time over this is how close it runs to the machine.
 - minor_page_faults_per_step: per call of each step (what the allocator costs; see bench_allocator.py).
+- bf16_over_fp32: with the eager-fp32 variant, each preset's eager bf16 step over its float32 one; above 1 where this
+  CPU emulates bf16 (native_bf16 false: no avx512_bf16, no AMX).
 """
 
 import argparse
@@ -27,7 +30,7 @@ from bench import common
 from eye2face_hub.facenet import load_facenet
 from eye2face_hub.losses import EyeToFaceLoss, LossConfig
 from eye2face_hub.model import EyeToFace
-from eye2face_hub.training import TrainingStep
+from eye2face_hub.training import TrainingStep, native_bf16
 from eye2face_hub.vgg import load_vgg19
 
 FEATURE_LAYERS = list(range(12))  # the shared VGG weights cover layers 0-11
@@ -82,7 +85,8 @@ def measure(presets: list[str], batch: int, repeat: int, variants: list[str]) ->
             criterion.feature.set_up(eyes, faces, build_generator=EyeToFace, seed=0, mixed_precision="bf16")
         for variant in variants:
             model = copy.deepcopy(start)
-            step = TrainingStep(model, criterion, torch.optim.Adam(model.parameters(), lr=1e-3), mixed_precision="bf16",
+            precision = "no" if variant == "eager-fp32" else "bf16"
+            step = TrainingStep(model, criterion, torch.optim.Adam(model.parameters(), lr=1e-3), mixed_precision=precision,
                                 compile=variant == "compiled")
             t = time.perf_counter()
             step(eyes, faces)["loss"].item()  # the first call compiles
@@ -102,12 +106,16 @@ def measure(presets: list[str], batch: int, repeat: int, variants: list[str]) ->
     ms = {name: common.stats(t, 1000) for name, t in times.items()}
     median = {name: s["median"] for name, s in ms.items()}
     return {
-        "presets": presets, "batch": batch, "mixed_precision": "bf16", "step_ms": ms,
+        "presets": presets, "batch": batch, "step_ms": ms,
+        "mixed_precision": "bf16" + (", eager-fp32 float32" if "eager-fp32" in variants else ""),
+        "native_bf16": native_bf16("cpu"),
         "samples_per_s": {n: round(batch / (m / 1000), 2) for n, m in median.items()},
         "ratio_to_feature": {n: round(median[n] / median[f"feature {n.split()[-1]}"], 2)
                              for n in median if n.split()[-1] in variants and f"feature {n.split()[-1]}" in median},
         "step_over_convolutions_alone": {n: round(median[n] / median["convolutions alone"], 2) for n in median
-                                         if n.startswith("feature ")},
+                                         if n.startswith("feature ") and not n.endswith("fp32")},  # bf16 convolutions
+        "bf16_over_fp32": {p: round(median[f"{p} eager"] / median[f"{p} eager-fp32"], 2) for p in presets
+                           if f"{p} eager" in median and f"{p} eager-fp32" in median},
         "compile_s": compile_s, "minor_page_faults_per_step": {n: round(f / (repeat + 1)) for n, f in faults.items()},
     }
 
@@ -118,7 +126,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeat", type=int, default=5, help="timed rounds (each runs every step once)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: BENCH_THREADS, else all cores)")
-    p.add_argument("--variants", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
+    p.add_argument("--variants", nargs="+", choices=["eager", "compiled", "eager-fp32"],
+                   default=["eager", "compiled"])
     p.add_argument("--no-compile", dest="variants", action="store_const", const=["eager"], help="eager steps only")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

@@ -19,7 +19,7 @@ from .losses import EyeToFaceLoss, autocast, critic_terms
 
 def native_bf16(device_type: str) -> bool:
     """Whether bf16 autocast runs in hardware here. A CPU needs avx512_bf16 or AMX; without them PyTorch emulates
-    bf16, and the feature step ran 12.7x slower than in float32 (AVX2-only AMD EPYC, docs/training.md)."""
+    bf16, and the feature step ran 13-18x slower than in float32 (AVX2-only AMD EPYC, docs/training.md)."""
     return device_type != "cpu" or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
