@@ -414,7 +414,8 @@ class Run:
             args[weights] = loss[weights]
         stage = {"preset": args["preset"], "init_from": args["init_from"], "steps": self.global_step,
                  "epochs": round(self.global_step / self.steps_per_epoch, 2), "wall_time_s": round(self.clock.seconds(), 1),
-                 "resumed_at_steps": self.clock.resumed_at, "data": self.args.data_sets}
+                 "resumed_at_steps": self.clock.resumed_at, "data": self.args.data_sets,
+                 "device": a.device.type, "mixed_precision": a.mixed_precision}
         if self.critic is not None:
             stage["critic_from"] = self.critic_from
         stages = [*self.earlier_stages, stage]
@@ -439,7 +440,10 @@ def earlier_stages(init_from: str | None) -> list[dict]:
     config = Path(init_from) / "config.json"
     training = (read_json(config, str(config)).get("training") or {}) if config.is_file() else {}
     if "stages" in training:
-        return training["stages"]
+        stages = training["stages"]
+        # Records from before stages kept their own precision: the top level's is the last stage's.
+        stages[-1] = {"device": training.get("device"), "mixed_precision": training.get("mixed_precision"), **stages[-1]}
+        return stages
     if not training:  # a Hub id, or a folder without a record: where it came from is unknown here
         return [{"preset": None, "init_from": init_from, "steps": None, "epochs": None, "wall_time_s": None, "resumed_at_steps": []}]
     # A record from before stages were kept: one stage.

@@ -77,15 +77,19 @@ def test_a_run_continued_from_saved_weights_records_the_whole_chain(prepared_pai
     # How training outlives a machine: the next run starts from committed weights (--init-from), and config.json
     # and the model card still say the weights were trained from a fresh generator, in how many steps in all.
     train(prepared_pairs, tmp_path / "first", "--preset", "l1", "--max-steps", "2")
-    train(prepared_pairs, tmp_path / "second", "--preset", "l1", "--max-steps", "3", "--init-from", str(tmp_path / "first"))
+    train(prepared_pairs, tmp_path / "second", "--preset", "l1", "--max-steps", "3", "--init-from", str(tmp_path / "first"),
+          "--mixed-precision", "bf16")
     first = json.loads((tmp_path / "first" / "config.json").read_text())["training"]
     second = json.loads((tmp_path / "second" / "config.json").read_text())["training"]
     assert first["from_scratch"] and len(first["stages"]) == 1 and first["total_steps"] == 2
     assert [s["steps"] for s in second["stages"]] == [2, 3] and second["stages"][1]["init_from"] == str(tmp_path / "first")
     assert second["from_scratch"] and second["total_steps"] == 5
+    # A chain may change machines and precision (a CPU without native bf16 continues in float32): each stage says.
+    assert [(s["device"], s["mixed_precision"]) for s in second["stages"]] == [("cpu", "no"), ("cpu", "bf16")]
     assert second["total_wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=0.2)
     card = (tmp_path / "second" / "README.md").read_text()
     assert "from a freshly initialised generator" in card and "In total 5 steps" in card, card
+    assert "(cpu, float32)" in card and "(cpu, bf16)" in card, card
 
 
 def test_the_record_names_the_precision_that_accelerate_launch_chose(prepared_pairs, tmp_path):
