@@ -449,7 +449,8 @@ def earlier_stages(init_from: str | None) -> list[dict]:
     # A record from before stages were kept: one stage.
     return [{"preset": training["args"].get("preset"), "init_from": training["args"].get("init_from"),
              "steps": training.get("steps"), "epochs": None, "wall_time_s": training.get("wall_time_s"),
-             "resumed_at_steps": training.get("resumed_at_steps", [])}]
+             "resumed_at_steps": training.get("resumed_at_steps", []),
+             "device": training.get("device"), "mixed_precision": training.get("mixed_precision")}]
 
 
 def start(args) -> tuple[Accelerator, LossConfig, object, object, object, object, Path | None]:
