@@ -439,18 +439,18 @@ def earlier_stages(init_from: str | None) -> list[dict]:
         return []
     config = Path(init_from) / "config.json"
     training = (read_json(config, str(config)).get("training") or {}) if config.is_file() else {}
-    if "stages" in training:
-        stages = training["stages"]
-        # Records from before stages kept their own precision: the top level's is the last stage's.
-        stages[-1] = {"device": training.get("device"), "mixed_precision": training.get("mixed_precision"), **stages[-1]}
-        return stages
     if not training:  # a Hub id, or a folder without a record: where it came from is unknown here
         return [{"preset": None, "init_from": init_from, "steps": None, "epochs": None, "wall_time_s": None, "resumed_at_steps": []}]
+    # Older records kept the run's device and precision only at the top level (the precision once only in its flag):
+    # they are the last stage's.
+    ran_on = {"device": training.get("device"),
+              "mixed_precision": training.get("mixed_precision") or training["args"].get("mixed_precision")}
+    if "stages" in training:
+        return training["stages"][:-1] + [{**ran_on, **training["stages"][-1]}]
     # A record from before stages were kept: one stage.
     return [{"preset": training["args"].get("preset"), "init_from": training["args"].get("init_from"),
              "steps": training.get("steps"), "epochs": None, "wall_time_s": training.get("wall_time_s"),
-             "resumed_at_steps": training.get("resumed_at_steps", []),
-             "device": training.get("device"), "mixed_precision": training.get("mixed_precision")}]
+             "resumed_at_steps": training.get("resumed_at_steps", []), **ran_on}]
 
 
 def start(args) -> tuple[Accelerator, LossConfig, object, object, object, object, Path | None]:
