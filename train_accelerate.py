@@ -443,12 +443,13 @@ def earlier_stages(init_from: str | None) -> list[dict]:
         return [{"preset": None, "init_from": init_from, "steps": None, "epochs": None, "wall_time_s": None, "resumed_at_steps": []}]
     # Older records kept the run's device and precision only at the top level (the precision once only in its flag):
     # they are the last stage's.
+    args = training.get("args") or {}
     ran_on = {"device": training.get("device"),
-              "mixed_precision": training.get("mixed_precision") or training["args"].get("mixed_precision")}
+              "mixed_precision": training.get("mixed_precision") or args.get("mixed_precision")}
     if "stages" in training:
         return training["stages"][:-1] + [{**ran_on, **training["stages"][-1]}]
     # A record from before stages were kept: one stage.
-    return [{"preset": training["args"].get("preset"), "init_from": training["args"].get("init_from"),
+    return [{"preset": args.get("preset"), "init_from": args.get("init_from"),
              "steps": training.get("steps"), "epochs": None, "wall_time_s": training.get("wall_time_s"),
              "resumed_at_steps": training.get("resumed_at_steps", []), **ran_on}]
 

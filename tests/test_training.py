@@ -92,7 +92,6 @@ def test_a_run_continued_from_saved_weights_records_the_whole_chain(prepared_pai
     assert "(cpu, float32)" in card and "(cpu, bf16)" in card, card
 
 
-
 @pytest.mark.parametrize("record", [
     {"steps": 7, "device": "cpu", "args": {"mixed_precision": "bf16"}},  # before stages; precision in its flag only
     {"stages": [{"steps": 5}, {"steps": 7}], "device": "cpu", "mixed_precision": "bf16", "args": {"mixed_precision": None}},
@@ -104,6 +103,7 @@ def test_an_older_record_lends_its_device_and_precision_to_its_last_stage(tmp_pa
     stages = earlier_stages(str(tmp_path))
     assert stages[-1]["steps"] == 7 and (stages[-1]["device"], stages[-1]["mixed_precision"]) == ("cpu", "bf16")
     assert all("mixed_precision" not in s for s in stages[:-1])
+
 
 def test_the_record_names_the_precision_that_accelerate_launch_chose(prepared_pairs, tmp_path):
     # `accelerate launch --mixed_precision bf16` reaches the trainer as ACCELERATE_MIXED_PRECISION, not as its flag.
