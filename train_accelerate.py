@@ -306,9 +306,14 @@ class Run:
         if self.criterion.feature is not None:
             self.criterion.feature.vgg.to(accelerator.device, memory_format=torch.channels_last)
             self.criterion.feature.to(accelerator.device)
-            eyes, faces = (torch.stack(t) for t in zip(*(self.train_set[i] for i in range(min(args.batch_size, len(self.train_set))))))
-            self.criterion.feature.set_up(eyes, faces, build_generator=model.untrained, seed=args.seed,
-                                          mixed_precision=accelerator.mixed_precision)
+            carried = carried_l_initial(model, loss_config)
+            if carried:  # a continued run goes on with the loss its weights were trained with
+                self.criterion.feature.load_record(carried)
+                logger.info(f"l_initial: carried over from {args.init_from}")
+            else:
+                eyes, faces = (torch.stack(t) for t in zip(*(self.train_set[i] for i in range(min(args.batch_size, len(self.train_set))))))
+                self.criterion.feature.set_up(eyes, faces, build_generator=model.untrained, seed=args.seed,
+                                              mixed_precision=accelerator.mixed_precision)
             accelerator.register_for_checkpointing(self.criterion.feature)
         self.clock = TrainingClock()
         accelerator.register_for_checkpointing(self.clock)
@@ -430,6 +435,17 @@ class Run:
             "total_wall_time_s": round(sum(s["wall_time_s"] or 0 for s in stages), 1),
             "val_metrics": self.val_metrics, "l_initial": feature.record() if feature is not None else None,
         }
+
+
+def carried_l_initial(model, loss_config: LossConfig) -> list[float] | None:
+    """The --init-from model's recorded l_initial, where it was measured on the same VGG layers and weights: a run
+    continued from saved weights keeps its feature loss (and comparable validation losses) instead of re-measuring
+    it on another fresh generator."""
+    recorded = (model.training_info or {}).get("l_initial")
+    earlier = model.loss_config or {}
+    same_vgg = (earlier.get("feature_layers") == list(loss_config.feature_layers)
+                and earlier.get("vgg_weights_sha256") == loss_config.to_dict()["vgg_weights_sha256"])
+    return recorded if recorded and same_vgg and len(recorded) == len(loss_config.feature_layers) else None
 
 
 def earlier_stages(init_from: str | None) -> list[dict]:

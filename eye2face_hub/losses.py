@@ -215,8 +215,8 @@ class FeatureLoss(nn.Module):
 
     l_initial_i is layer i's L1 loss for a freshly initialised generator on the first training batch: the loss sets
     it up once (`set_up`) and owns it. It is the loss's only state: a checkpoint keeps it (`state_dict`), a trained
-    model's config.json records it (`record`), and evaluate reloads it from there (`load_record`); the frozen VGG is
-    reloaded from its own weights.
+    model's config.json records it (`record`), and a run continued from that model and evaluate reload it from there
+    (`load_record`); the frozen VGG is reloaded from its own weights.
     """
 
     def __init__(self, vgg: VGG19Features, layers: list[int], weights: list[float]):

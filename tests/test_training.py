@@ -92,6 +92,22 @@ def test_a_run_continued_from_saved_weights_records_the_whole_chain(prepared_pai
     assert "(cpu, float32)" in card and "(cpu, bf16)" in card, card
 
 
+def test_a_continued_run_keeps_the_feature_loss_it_continues(prepared_pairs, tmp_path):
+    # l_initial is measured once, on the first stage's fresh generator; another seed would measure another.
+    vgg = ["--preset", "feature", "--vgg-weights", str(need(VGG_FILE)), "--max-steps", "1"]
+    train(prepared_pairs, tmp_path / "first", *vgg, "--feature-layers", "0-4", "--seed", "1")
+    log = train(prepared_pairs, tmp_path / "same", *vgg, "--feature-layers", "0-4", "--seed", "2",
+                "--init-from", str(tmp_path / "first"))
+    train(prepared_pairs, tmp_path / "other", *vgg, "--feature-layers", "0-5", "--seed", "2", "--init-from", str(tmp_path / "first"))
+    train(prepared_pairs, tmp_path / "fresh", *vgg, "--feature-layers", "0-4", "--seed", "2")
+    l_initial = {name: json.loads((tmp_path / name / "config.json").read_text())["training"]["l_initial"]
+                 for name in ("first", "same", "other", "fresh")}
+    assert "carried over from" in log
+    assert l_initial["same"] == l_initial["first"]
+    assert l_initial["fresh"] != l_initial["first"], "seed 2 measured the same l_initial: the test shows nothing"
+    assert len(l_initial["other"]) == 6 and l_initial["other"][:5] != l_initial["first"], "other layers: measured anew"
+
+
 @pytest.mark.parametrize("record", [
     {"steps": 7, "device": "cpu", "args": {"mixed_precision": "bf16"}},  # before stages; precision in its flag only
     {"stages": [{"steps": 5}, {"steps": 7}], "device": "cpu", "mixed_precision": "bf16", "args": {"mixed_precision": None}},
