@@ -445,7 +445,7 @@ def carried_l_initial(model, loss_config: LossConfig) -> list[float] | None:
     earlier = model.loss_config or {}
     same_vgg = (earlier.get("feature_layers") == list(loss_config.feature_layers)
                 and earlier.get("vgg_weights_sha256") == loss_config.to_dict()["vgg_weights_sha256"])
-    return recorded if recorded and same_vgg and len(recorded) == len(loss_config.feature_layers) else None
+    return recorded if recorded and same_vgg else None
 
 
 def earlier_stages(init_from: str | None) -> list[dict]:
