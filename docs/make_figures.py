@@ -39,8 +39,8 @@ WEIGHTS = {label: ROOT / "weights" / folder for label, folder in [
 # weights/ when bundled, else milestones/. Those not there are left out.
 COMPARED_FOLDERS = [
     ("feature loss", "eye2face-feature"), ("feature, control", "eye2face-feature-control"),
-    ("feature + identity", "eye2face-feature-id"), ("feature, all ages", "eye2face-feature-allages"),
-    ("feature + id, all ages", "eye2face-feature-id-allages"),
+    ("feature + identity", "eye2face-feature-id"), ("feature + id, +10 ep", "eye2face-feature-id-e10"),
+    ("feature, all ages", "eye2face-feature-allages"), ("feature + id, all ages", "eye2face-feature-id-allages"),
     ("two eyes", "eye2face-two-eyes"), ("two eyes, control", "eye2face-two-eyes-control"),
     ("two eyes + identity", "eye2face-two-eyes-id"), ("two eyes, all ages", "eye2face-two-eyes-allages"),
     ("two eyes + id, all ages", "eye2face-two-eyes-id-allages"),
